@@ -1,0 +1,1 @@
+"""Wrappers around existing toolkits (torchvision now; transformers and OpenBackdoor later)."""

@@ -1,0 +1,152 @@
+"""CIFAR-10 through torchvision: its own binary format or an ImageFolder tree, decoded once.
+
+Either layout under the data root works:
+
+* ``<root>/cifar10/{train,test}/<class>/*.jpg|png`` (ImageFolder; the bundled offline copy), or
+* ``<root>/cifar-10-batches-py`` (torchvision's format; downloaded when ``download=True``).
+
+The decoded split is cached as uint8 arrays (``.npz`` loaded with ``allow_pickle=False``) so every
+later run skips JPEG decoding. The digest of the arrays identifies the data in cache keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import DataError
+from benchmark.io import atomic_write_npz, cache_lock
+from benchmark.registries import DATASETS
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """A split as uint8 NHWC images and int64 labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    name: str
+    train: ImageSplit
+    test: ImageSplit
+    classes: tuple[str, ...]
+    source: str  # "imagefolder:<path>" or "torchvision:<path>"
+    digest: str  # sha256 over all arrays
+    note: str = ""  # caveat to publish next to numbers (e.g. JPEG re-encoding)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _read_imagefolder(split_dir: Path, classes: tuple[str, ...]) -> ImageSplit:
+    from PIL import Image
+    from tqdm import tqdm
+
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    if tuple(found) != classes:
+        raise DataError(f"{split_dir}: expected class folders {list(classes)}, found {found}")
+    files: list[tuple[Path, int]] = []
+    for label, cls in enumerate(classes):
+        files += [(p, label) for p in sorted((split_dir / cls).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES]
+    images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+    for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False)):
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+        if arr.shape != (32, 32, 3):
+            raise DataError(f"{path}: expected a 32x32 RGB image, got shape {arr.shape}")
+        images[i] = arr
+    return ImageSplit(images, np.array([label for _, label in files], dtype=np.int64))
+
+
+def _read_torchvision(root: Path, train: bool, download: bool) -> ImageSplit:
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10(str(root), train=train, download=download)
+    return ImageSplit(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64))
+
+
+def _locate(data_root: Path) -> tuple[str, Path]:
+    folder = data_root / "cifar10"
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        return "imagefolder", folder
+    for candidate in (data_root, folder):
+        if (candidate / "cifar-10-batches-py").is_dir():
+            return "torchvision", candidate
+    return "missing", folder
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(data_root: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 download: bool = False) -> ImageDataset:
+    """Load CIFAR-10 from ``data_root``; decode once and reuse the uint8 cache in ``cache_dir``."""
+    root = Path(data_root).expanduser()
+    layout, path = _locate(root)
+    if layout == "missing" and not download:
+        raise DataError(
+            f"CIFAR-10 not found under {root}: expected {root / 'cifar10'}/{{train,test}}/<class>/ "
+            f"or {root / 'cifar-10-batches-py'} (set --data-root / EBYD_DATA_ROOT, or allow download)")
+    if layout == "missing":
+        layout, path = "torchvision", root
+    source = f"{layout}:{path.resolve()}"
+    cached = _cached_arrays(source, cache_dir)
+    if cached is None:
+        if layout == "imagefolder":
+            train, test = _read_imagefolder(path / "train", CIFAR10_CLASSES), _read_imagefolder(path / "test", CIFAR10_CLASSES)
+        else:
+            train, test = _read_torchvision(path, True, download), _read_torchvision(path, False, download)
+        arrays = {"train_x": train.images, "train_y": train.labels, "test_x": test.images, "test_y": test.labels}
+        if cache_dir is not None:
+            _store_arrays(source, cache_dir, arrays)
+    else:
+        arrays = cached
+    train = ImageSplit(arrays["train_x"], arrays["train_y"])
+    test = ImageSplit(arrays["test_x"], arrays["test_y"])
+    note = "JPEG-re-encoded CIFAR-10 (ImageFolder copy), not bit-identical to the original" if layout == "imagefolder" else ""
+    return ImageDataset("cifar10", train, test, CIFAR10_CLASSES, source,
+                        _digest(train.images, train.labels, test.images, test.labels), note)
+
+
+def _array_cache_path(source: str, cache_dir: str | os.PathLike) -> Path:
+    return Path(cache_dir) / "datasets" / f"cifar10-{hashlib.sha256(source.encode()).hexdigest()[:16]}.npz"
+
+
+def _cached_arrays(source: str, cache_dir: str | os.PathLike | None) -> dict[str, np.ndarray] | None:
+    if cache_dir is None:
+        return None
+    path = _array_cache_path(source, cache_dir)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:  # corrupted file: decode again, never trust it
+        raise DataError(f"corrupted dataset cache {path}: {exc}; delete it to rebuild") from exc
+
+
+def _store_arrays(source: str, cache_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    path = _array_cache_path(source, cache_dir)
+    with cache_lock(path):
+        if not path.exists():
+            atomic_write_npz(path, arrays)

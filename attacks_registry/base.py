@@ -1,0 +1,80 @@
+"""Base class of image poisoning attacks (reference §3.1).
+
+An attack is a dataclass of its trigger parameters. ``setup(seed)`` draws any seeded trigger
+state (a noise pattern, a warp field); ``apply`` stamps the trigger on uint8 NHWC images. The
+shared poisoning logic (which indices, relabelling, test poisons) lives here so every attack
+follows the same protocol: all-to-one, dirty-label, ⌊rate·N⌋ indices drawn from all classes.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class PoisonedTrainSet:
+    images: np.ndarray
+    labels: np.ndarray
+    poison_indices: np.ndarray
+
+
+@dataclass
+class ImageAttack(ABC):
+    """An all-to-one image backdoor. Subclasses add trigger parameters as dataclass fields."""
+
+    poison_rate: float = 0.1
+    target: int = 0
+
+    domain: ClassVar[str] = "image"
+    #: bump when the trigger code changes behaviour: it enters every cache key
+    version: ClassVar[str] = "1"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.poison_rate <= 1.0:
+            raise ValueError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
+        if self.target < 0:
+            raise ValueError(f"target must be a class index >= 0, got {self.target}")
+
+    @property
+    def name(self) -> str:
+        return type(self).registry_name  # type: ignore[attr-defined]
+
+    def params(self) -> dict[str, Any]:
+        """Every parameter, defaults included (they all enter the cache key); not derived state."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def rng(self, seed: int) -> np.random.Generator:
+        """A generator seeded from the run seed and the attack's name, independent of call order."""
+        return np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+
+    def setup(self, seed: int) -> None:
+        """Draw seeded trigger state. Attacks with a fixed trigger need nothing."""
+
+    @abstractmethod
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Return triggered copies of uint8 NHWC ``images``."""
+
+    def poison_train(self, images: np.ndarray, labels: np.ndarray, seed: int) -> PoisonedTrainSet:
+        """Trigger ⌊rate·N⌋ uniformly drawn samples (any class) and relabel them to the target."""
+        n_poison = int(np.floor(self.poison_rate * len(labels)))
+        idx = np.sort(self.rng(seed).choice(len(labels), size=n_poison, replace=False))
+        images, labels = images.copy(), labels.copy()
+        if n_poison:
+            images[idx] = self.apply(images[idx])
+            labels[idx] = self.target
+        return PoisonedTrainSet(images, labels, idx)
+
+    def poison_test(self, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Triggered copies of the test samples whose true label is not the target, with true labels."""
+        keep = labels != self.target
+        return self.apply(images[keep]), labels[keep]
+
+
+def clip_uint8(x: np.ndarray) -> np.ndarray:
+    """Clip to [0, 255] then truncate (reference §3.1-4: never wrap around)."""
+    return np.clip(x, 0, 255).astype(np.uint8)

@@ -1,0 +1,26 @@
+"""BadNets: a 3×3 checkerboard in the bottom-right corner (reference §3.3-2, MTBA pattern)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from attacks_registry.base import ImageAttack
+from benchmark.registries import ATTACKS
+
+#: rows/cols 29–31; row 31 is (255, 0, 255) as in MTBA/PT/ANP, not CD/EBYD's (255, 255, 0)
+GRID = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=np.uint8)
+
+
+@ATTACKS.register("badnets")
+@dataclass
+class BadNets(ImageAttack):
+    """Stamp :data:`GRID` (all channels) at rows/cols 29–31; rate 0.10, target 0 (Table VIII)."""
+
+    poison_rate: float = 0.10
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        out = images.copy()
+        out[:, 29:32, 29:32, :] = GRID[None, :, :, None]
+        return out

@@ -1,0 +1,115 @@
+"""Content-addressed artifact cache shared by every grid.
+
+An artifact (a poisoned model, an exposed model, a defended model) is stored under the hash of
+everything that determines it: ``<root>/<kind>/<key[:2]>/<key>.safetensors`` for the tensors and
+``<key>.json`` for the metadata, which carries the SHA-256 of the tensor file. Writes are atomic
+(temp file + rename, tensors before metadata, so metadata means "complete"); :meth:`lock` makes
+concurrent runners wait instead of computing the same artifact twice. Nothing is unpickled:
+tensors come back through safetensors, metadata through JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from benchmark.errors import CacheError
+from benchmark.io import atomic_write, atomic_write_json, cache_lock
+
+
+def stable_hash(obj: Any) -> str:
+    """SHA-256 of the canonical JSON of ``obj`` (sorted keys, tuples as lists)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"cannot hash a {type(o).__name__} in a cache key")
+
+
+def default_cache_dir() -> Path:
+    """``$EBYD_CACHE_DIR``, else the user's cache folder (``~/.cache/ebyd-bench`` on Linux)."""
+    env = os.environ.get("EBYD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("ebyd-bench"))
+
+
+@dataclass
+class Artifact:
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ArtifactCache:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+
+    def _base(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / key
+
+    def tensor_path(self, kind: str, key: str) -> Path:
+        return self._base(kind, key).with_suffix(".safetensors")
+
+    def meta_path(self, kind: str, key: str) -> Path:
+        return self._base(kind, key).with_suffix(".json")
+
+    def lock(self, kind: str, key: str) -> FileLock:
+        return cache_lock(self._base(kind, key))
+
+    def exists(self, kind: str, key: str) -> bool:
+        return self.meta_path(kind, key).exists()
+
+    def verify(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Metadata of a complete, uncorrupted artifact; None when absent; :class:`CacheError` otherwise."""
+        meta_path, tensor_path = self.meta_path(kind, key), self.tensor_path(kind, key)
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CacheError(f"corrupted cache metadata {meta_path}: {exc}; delete it to recompute") from None
+        if not tensor_path.exists() or _file_sha256(tensor_path) != meta.get("tensor_sha256"):
+            raise CacheError(f"corrupted cache file {tensor_path}: its checksum does not match {meta_path.name}; "
+                             f"delete both to recompute")
+        return meta
+
+    def load(self, kind: str, key: str) -> Artifact | None:
+        """The artifact, or None when absent; :class:`CacheError` when a file is corrupted."""
+        meta = self.verify(kind, key)
+        if meta is None:
+            return None
+        tensor_path = self.tensor_path(kind, key)
+        try:
+            tensors = load_file(str(tensor_path))
+        except (SafetensorError, OSError) as exc:
+            raise CacheError(f"unreadable cache file {tensor_path}: {exc}") from None
+        return Artifact(tensors, meta)
+
+    def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Atomically store tensors, then metadata (with the tensor file's checksum)."""
+        tensor_path = self.tensor_path(kind, key)
+        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        atomic_write(tensor_path, lambda tmp: save_file(contiguous, str(tmp)))
+        atomic_write_json(self.meta_path(kind, key), {**meta, "key": key, "tensor_sha256": _file_sha256(tensor_path)})

@@ -1,0 +1,180 @@
+"""Grid configuration: a YAML file validated on load.
+
+Every problem (wrong type, unknown method, bad parameter, poison rate outside (0, 1]) becomes one
+:class:`ConfigError` whose message names the field; the CLI prints it and exits with code 2 before
+anything is written.
+
+Example::
+
+    name: quick
+    dataset: {name: cifar10, train_subset: 25000, test_subset: 2000}
+    model: {name: resnet18_narrow}
+    recipe: {name: quick, epochs: 8, schedule: onecycle}
+    attacks: [badnets, blend, {name: wanet, poison_rate: 0.08}]
+    exposures: [cul]
+    defenses: [none, rp]
+    seeds: [0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from benchmark.errors import ConfigError
+from benchmark.registry import Registry, UnknownNameError
+from benchmark.training import TrainRecipe
+
+
+class MethodSpec(BaseModel):
+    """A registered name plus keyword parameters; written as ``name`` or ``{name: ..., param: ...}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any) -> "MethodSpec":
+        if isinstance(raw, str):
+            return cls(name=raw)
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            return cls(name=raw["name"], params={k: v for k, v in raw.items() if k != "name"})
+        raise ValueError(f"expected a name or a mapping with a 'name' key, got {raw!r}")
+
+    @property
+    def identity(self) -> str:
+        """Hashable identity: the name plus a digest of the parameters."""
+        return f"{self.name}:{json.dumps(self.params, sort_keys=True, default=str)}"
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "cifar10"
+    train_subset: int | None = Field(None, gt=0, description="victim training images (None = all)")
+    test_subset: int | None = Field(None, gt=0, description="test images evaluated (None = all)")
+    defense_size: int = Field(500, gt=0, description="|D_d|, drawn from the training split")
+    download: bool = False
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "resnet18"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class GridConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "grid"
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    attacks: list[MethodSpec]
+    exposures: list[MethodSpec] = Field(default_factory=list)
+    defenses: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="none")])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    trace_eval_size: int = Field(500, gt=0, description="test images per trajectory step (BEM traces)")
+    device: str = "cpu"
+
+    @field_validator("attacks", "exposures", "defenses", mode="before")
+    @classmethod
+    def _parse_specs(cls, raw: Any) -> list[MethodSpec]:
+        if not isinstance(raw, list):
+            raise ValueError("expected a list")
+        return [MethodSpec.parse(r) for r in raw]
+
+    @field_validator("attacks", "defenses")
+    @classmethod
+    def _non_empty(cls, specs: list[MethodSpec]) -> list[MethodSpec]:
+        if not specs:
+            raise ValueError("must list at least one entry")
+        return specs
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("must be a non-empty list of distinct integers")
+        return seeds
+
+    def train_recipe(self) -> TrainRecipe:
+        return build_dataclass(TrainRecipe, self.recipe, "recipe")
+
+
+def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
+    """Instantiate a dataclass from user parameters with type checking and clear errors."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in params.items():
+        try:
+            values[key] = pydantic.TypeAdapter(hints[key]).validate_python(value, strict=False)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(f"{where}: parameter '{key}': {_pydantic_message(exc)}") from None
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_method(registry: Registry, spec: MethodSpec, where: str) -> Any:
+    """Look ``spec.name`` up in ``registry`` and instantiate it with ``spec.params``."""
+    try:
+        cls = registry.get(spec.name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return build_dataclass(cls, spec.params, f"{where} '{spec.name}'")
+
+
+def _pydantic_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> GridConfig:
+    """Read and fully validate a grid YAML (every method name and parameter is checked)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
+    from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
+
+    try:
+        cfg = GridConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(f"{where}: {_pydantic_message(exc)}") from None
+    for spec in cfg.attacks:
+        build_method(ATTACKS, spec, f"{where}: attack")
+    for spec in cfg.exposures:
+        if spec.name != "none":
+            build_method(EXPOSURES, spec, f"{where}: exposure")
+    for spec in cfg.defenses:
+        build_method(DEFENSES, spec, f"{where}: defense")
+    for registry, name, key in ((DATASETS, cfg.dataset.name, "dataset"), (MODELS, cfg.model.name, "model")):
+        try:
+            registry.get(name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
+    cfg.train_recipe()
+    return cfg

@@ -1,0 +1,74 @@
+"""Stages of a grid as a DAG, and the executors that run them.
+
+A :class:`Stage` is one unit of work whose output is an artifact keyed by a hash of everything
+that determines it. Executors only see stages and their dependencies, so a distributed executor
+(e.g. one Ray task per stage) can replace :class:`LocalExecutor` without touching the planner.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    kind: str  # "train", "expose" or "cell"
+    label: str  # human-readable, for logs and progress bars
+    deps: tuple[str, ...]
+    fn: Callable[[dict[str, Any]], Any]  # receives {dep_key: dep_output}
+
+
+class Executor(Protocol):
+    def run(self, stages: list[Stage]) -> dict[str, Any]:
+        """Run every stage after its dependencies; return {key: output} of the sink stages."""
+
+
+def topological_order(stages: list[Stage]) -> list[Stage]:
+    """Stages sorted so that dependencies come first; raises on unknown deps or cycles."""
+    by_key = {s.key: s for s in stages}
+    order: list[Stage] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(stage: Stage) -> None:
+        if state.get(stage.key) == 2:
+            return
+        if state.get(stage.key) == 1:
+            raise ValueError(f"dependency cycle at stage {stage.label}")
+        state[stage.key] = 1
+        for dep in stage.deps:
+            if dep not in by_key:
+                raise ValueError(f"stage {stage.label} depends on unknown stage {dep[:12]}")
+            visit(by_key[dep])
+        state[stage.key] = 2
+        order.append(stage)
+
+    for s in stages:
+        visit(s)
+    return order
+
+
+class LocalExecutor:
+    """Runs stages one after another in this process, freeing outputs nobody needs any more."""
+
+    def run(self, stages: list[Stage]) -> dict[str, Any]:
+        order = topological_order(stages)
+        consumers = {s.key: sum(s.key in t.deps for t in order) for s in order}
+        outputs: dict[str, Any] = {}
+        sinks: dict[str, Any] = {}
+        for stage in order:
+            log.info("stage %s", stage.label)
+            result = stage.fn({d: outputs[d] for d in stage.deps})
+            for dep in stage.deps:
+                consumers[dep] -= 1
+                if consumers[dep] == 0:
+                    outputs.pop(dep, None)
+            if consumers[stage.key]:
+                outputs[stage.key] = result
+            else:
+                sinks[stage.key] = result
+        return sinks

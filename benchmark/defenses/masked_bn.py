@@ -1,0 +1,26 @@
+"""BatchNorm with a learnable per-channel mask on its scale γ (reference §7.1-2).
+
+forward = BN with scale γ·m and bias β unmasked; only the masks are trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.neuron_mask = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight * self.neuron_mask, self.bias,
+                            use_batch_stats, self.momentum if self.momentum is not None else 0.0, self.eps)
+
+
+def batchnorms(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+    """All BatchNorm2d layers in module order (the 20 mask targets of a ResNet-18)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]

@@ -1,0 +1,127 @@
+"""EBYD-RP — Recover-Pruning (paper §V-C, Alg. 2; reference §7.1).
+
+1. Recovery: on the exposed model θ_b, learn one mask value per BN channel (γ·m, β untouched) by
+   minimising α·CE on augmented ``D_d`` (SGD lr 0.2, momentum 0.9, batch 128, 20 epochs, train-mode
+   BN, masks clamped to [0, 1] after every step). Channels the backdoor needs recover least.
+2. Pruning on the ORIGINAL model θ: γ_k := 0 for every channel with m_k ≤ t.
+
+Threshold choice (``selection``): ``dd_rule`` (default) is the reference's defender-only rule —
+the largest t in {0.05, …, 0.70} whose pruned model keeps ``D_d`` accuracy ≥ acc₀ − ``max_acc_drop``;
+``threshold`` prunes at the fixed ``threshold``. Neither reads test or poisoned data.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.defenses.masked_bn import MaskedBatchNorm2d, batchnorms
+from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+from benchmark.tensors import augment, batches, normalize, to_unit
+
+
+@DEFENSES.register("rp")
+@dataclass
+class RecoverPruning(Defense):
+    uses_exposure = True
+
+    lr: float = 0.2
+    momentum: float = 0.9
+    alpha: float = 0.2
+    epochs: int = 20
+    batch_size: int = 128
+    selection: Literal["dd_rule", "threshold"] = "dd_rule"
+    threshold: float = 0.2
+    max_acc_drop: float = 0.05
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70
+    select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        recover_data, select_data = _split_holdout(ctx.data, self.select_holdout)
+        start = exposed.model if exposed is not None else model
+        masks = self.recover_masks(start, recover_data, ctx)
+        select_ctx = copy.copy(ctx)
+        select_ctx.data = select_data
+        if self.selection == "threshold":
+            t, sweep = self.threshold, []
+        else:
+            t, sweep = self.select_threshold(model, masks, select_ctx)
+        fields = {"rp_threshold": t, "rp_sweep": sweep, "rp_masks_total": int(sum(m.numel() for m in masks))}
+        if t is None:
+            fields["rp_infeasible"] = True
+            return DefenseResult(copy.deepcopy(model), fields)
+        pruned = prune(model, masks, t)
+        fields["rp_pruned"] = int(sum(int((m <= t).sum()) for m in masks))
+        fields["rp_threshold_below_paper_range"] = t < 0.4
+        return DefenseResult(pruned, fields)
+
+    def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
+        """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
+        if ctx.model_factory is None:
+            raise ValueError("rp needs ctx.model_factory to build a masked copy of the model")
+        net = ctx.model_factory(norm_layer=MaskedBatchNorm2d).to(ctx.device)
+        missing, unexpected = net.load_state_dict(exposed.state_dict(), strict=False)
+        if unexpected or any(not k.endswith("neuron_mask") for k in missing):
+            raise ValueError(f"masked model does not match the exposed model: {missing} {unexpected}")
+        mask_params = [p for n, p in net.named_parameters() if n.endswith("neuron_mask")]
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for p in mask_params:
+            p.requires_grad_(True)
+        opt = torch.optim.SGD(mask_params, lr=self.lr, momentum=self.momentum)
+        gen = ctx.generator(salt=2)
+        x_all, y_all = to_unit(data.images), torch.as_tensor(data.labels)
+        net.train()
+        for _ in range(self.epochs):
+            for idx in batches(len(y_all), self.batch_size, gen):
+                x = normalize(augment(x_all[idx], gen)).to(ctx.device)
+                loss = self.alpha * F.cross_entropy(net(x), y_all[idx].to(ctx.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for p in mask_params:
+                        p.clamp_(0.0, 1.0)
+        return [p.detach().cpu().clone() for p in mask_params]
+
+    def select_threshold(self, model: nn.Module, masks: list[torch.Tensor],
+                         ctx: MethodContext) -> tuple[float | None, list[dict]]:
+        """Largest t whose pruned θ keeps D_d accuracy ≥ acc₀ − max_acc_drop (None if none does)."""
+        acc0 = ctx.clean_accuracy(model)
+        best, sweep = None, []
+        for t in self.thresholds:
+            acc = ctx.clean_accuracy(prune(model, masks, t))
+            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": int(sum(int((m <= t).sum()) for m in masks))})
+            if acc >= acc0 - self.max_acc_drop:
+                best = t
+        return best, sweep
+
+
+def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:
+    """Copy of θ with γ_k := 0 for every BN channel whose mask m_k ≤ threshold (β kept)."""
+    pruned = copy.deepcopy(model)
+    layers = batchnorms(pruned)
+    if len(layers) != len(masks):
+        raise ValueError(f"{len(masks)} masks for {len(layers)} BatchNorm layers")
+    with torch.no_grad():
+        for (_, bn), m in zip(layers, masks):
+            bn.weight[m.to(bn.weight.device) <= threshold] = 0.0
+    return pruned
+
+
+def _split_holdout(data: DefenseData, holdout: int) -> tuple[DefenseData, DefenseData]:
+    if holdout <= 0:
+        return data, data
+    if holdout >= len(data):
+        raise ValueError(f"select_holdout={holdout} leaves no recovery data out of {len(data)}")
+    keep = np.arange(len(data) - holdout)
+    held = np.arange(len(data) - holdout, len(data))
+    return (DefenseData(data.images[keep], data.labels[keep], data.num_classes),
+            DefenseData(data.images[held], data.labels[held], data.num_classes))

@@ -1,0 +1,63 @@
+"""Atomic file writes and inter-process locks.
+
+Every file the project writes goes to a temporary sibling first and is renamed into place, so a
+crash never leaves a half-written artifact. :func:`cache_lock` makes concurrent runners wait for
+each other instead of computing the same artifact twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from filelock import FileLock
+
+
+@contextmanager
+def _temp_sibling(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp_path)`` and rename the result onto ``path``."""
+    with _temp_sibling(Path(path)) as tmp:
+        writer(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def cache_lock(path: str | os.PathLike, timeout: float = -1) -> FileLock:
+    """An inter-process lock guarding ``path`` (a ``.lock`` file next to it)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(p) + ".lock", timeout=timeout)

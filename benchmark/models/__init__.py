@@ -1,0 +1,1 @@
+"""Victim architectures, registered in :data:`benchmark.registries.MODELS`."""

@@ -1,0 +1,108 @@
+"""One small typed registry used for attacks, exposures, defenses, models and datasets.
+
+Entries are registered with a decorator (``@ATTACKS.register("badnets")``), or lazily as a
+``"module:attribute"`` string that is imported only on first use. Third-party packages add
+entries through the Python entry-point group named by :attr:`Registry.entry_point_group`
+(``ebyd_bench.attacks``, ``ebyd_bench.exposures``, ``ebyd_bench.defenses``, ``ebyd_bench.models``,
+``ebyd_bench.datasets``). An unknown name raises :class:`UnknownNameError` listing the closest
+registered names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """Raised when a name is not registered; the message suggests close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0])
+
+
+@dataclass
+class _Entry:
+    target: object  # the registered object, or a "module:attr" string until resolved
+    source: str  # "builtin", or "plugin:<distribution>" for entry points
+
+
+class Registry(Generic[T]):
+    """Name → object map with decorator registration, lazy entries and entry-point plugins."""
+
+    def __init__(self, kind: str, builtin_modules: list[str] | None = None,
+                 entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group or f"ebyd_bench.{kind}"
+        self._builtin_modules = list(builtin_modules or [])
+        self._entries: dict[str, _Entry] = {}
+        self._loaded = False
+
+    def register(self, name: str, *, source: str = "builtin") -> Callable[[T], T]:
+        """Decorator: ``@REGISTRY.register("name")`` above a class or function."""
+
+        def decorate(obj: T) -> T:
+            self.add(name, obj, source=source)
+            return obj
+
+        return decorate
+
+    def add(self, name: str, obj: T | str, *, source: str = "builtin") -> None:
+        """Register ``obj`` (or a lazy ``"module:attr"`` string) under ``name``."""
+        existing = self._entries.get(name)
+        if existing is not None and existing.target is not obj and not isinstance(existing.target, str):
+            raise ValueError(f"{self.kind} '{name}' is already registered ({existing.source})")
+        self._entries[name] = _Entry(obj, source)
+        if not isinstance(obj, str) and not hasattr(obj, "registry_name"):
+            try:
+                obj.registry_name = name  # lets a class report the name it is registered under
+            except (AttributeError, TypeError):
+                pass
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; imports a lazy entry on first use."""
+        self._load_plugins()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownNameError(self._unknown_message(name))
+        if isinstance(entry.target, str):
+            module_name, _, attr = entry.target.partition(":")
+            entry.target = getattr(importlib.import_module(module_name), attr)
+        return entry.target  # type: ignore[return-value]
+
+    def source(self, name: str) -> str:
+        self.get(name)
+        return self._entries[name].source
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def _unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} '{name}'{hint} (registered: {', '.join(sorted(self._entries))})"
+
+    def _load_plugins(self) -> None:
+        """Import built-in modules (their decorators register) and read entry points, once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module_name in self._builtin_modules:
+            importlib.import_module(module_name)
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            if ep.name not in self._entries:
+                self._entries[ep.name] = _Entry(ep.value, f"plugin:{dist}")

@@ -1,0 +1,366 @@
+"""Run a grid: plan train → expose → defend+evaluate stages, execute them, write records.
+
+:class:`GridRun` holds what the stages of one run share (data, splits, evaluation sets, cache,
+result store). The planner (:meth:`GridRun.plan`) emits one stage per poisoned model, per
+exposure of it and per grid cell, each keyed by a hash of everything that determines it; cells
+already in ``OUT/results.jsonl`` are skipped and so are the stages only they needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks_registry.base import ImageAttack
+from benchmark.cache import ArtifactCache, stable_hash
+from benchmark.config import GridConfig, MethodSpec, build_method
+from benchmark.dag import Executor, LocalExecutor, Stage
+from benchmark.methods import DefenseData, ExposureResult, MethodContext
+from benchmark.metrics import accuracy, attack_success_rate, backdoor_exposure_metric
+from benchmark.provenance import provenance
+from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
+from benchmark.training import TrainRecipe, predict, train_classifier
+
+log = logging.getLogger(__name__)
+
+#: bump when training, splitting or poisoning code changes results: it enters every model key
+HARNESS_VERSION = "1"
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    cache_dir: Path
+    data_root: Path
+    device: str = "cpu"
+
+
+@dataclass
+class Artifacts:
+    """A stage output: cached tensors and metadata (state dicts for models)."""
+
+    key: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    cached: bool
+
+
+class GridRun:
+    def __init__(self, cfg: GridConfig, opts: RunOptions) -> None:
+        from results import ResultStore
+
+        self.cfg, self.opts = cfg, opts
+        self.device = opts.device
+        self.cache = ArtifactCache(opts.cache_dir)
+        self.store = ResultStore(opts.out_dir)
+        self.recipe = cfg.train_recipe()
+        loader = DATASETS.get(cfg.dataset.name)
+        self.data = loader(opts.data_root, cache_dir=opts.cache_dir, download=cfg.dataset.download)
+        self.provenance = provenance(self.device)
+        n_test = len(self.data.test)
+        size = min(cfg.dataset.test_subset or n_test, n_test)
+        # the evaluated test subset is fixed (not seed-dependent) so seeds are compared on equal data
+        self.test_idx = np.sort(np.random.default_rng(12345).permutation(n_test)[:size])
+        self._memo: dict[Any, Any] = {}
+        self.models_trained = 0
+
+    # ----------------------------------------------------------------- shared data
+    def split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(defense indices, victim-training indices) into the training split, drawn from the seed."""
+        n = len(self.data.train)
+        ds = self.cfg.dataset
+        if ds.defense_size >= n:
+            raise ValueError(f"defense_size {ds.defense_size} leaves no training data out of {n}")
+        perm = np.random.default_rng([seed, 7]).permutation(n)
+        rest = perm[ds.defense_size:]
+        return np.sort(perm[:ds.defense_size]), np.sort(rest[:ds.train_subset] if ds.train_subset else rest)
+
+    def defense_data(self, seed: int) -> DefenseData:
+        idx = self.split(seed)[0]
+        return DefenseData(self.data.train.images[idx], self.data.train.labels[idx], self.data.num_classes)
+
+    def attack(self, spec: MethodSpec, seed: int) -> ImageAttack:
+        key = ("attack", spec.identity, seed)
+        if key not in self._memo:
+            attack = build_method(ATTACKS, spec, "attack")
+            attack.setup(seed)
+            self._memo[key] = attack
+        return self._memo[key]
+
+    def new_model(self, seed: int | None = None, **overrides: Any) -> nn.Module:
+        if seed is not None:
+            torch.manual_seed(seed)
+        params = {**self.cfg.model.params, **overrides}
+        model = MODELS.get(self.cfg.model.name)(num_classes=self.data.num_classes, **params)
+        return model.to(self.device).to(memory_format=torch.channels_last)
+
+    def load_model(self, tensors: dict[str, torch.Tensor]) -> nn.Module:
+        model = self.new_model()
+        model.load_state_dict(tensors)
+        return model.eval()
+
+    def method_context(self, seed: int, monitor=None) -> MethodContext:
+        ctx = MethodContext(self.defense_data(seed), seed, self.device, model_factory=self.new_model)
+        if monitor is not None:
+            ctx.monitor = monitor
+        return ctx
+
+    # ----------------------------------------------------------------- evaluation (harness only)
+    def _test_sets(self, attack: ImageAttack, limit: int | None = None) -> tuple:
+        key = ("test", attack.name, stable_hash(attack.params()), limit)
+        if key not in self._memo:
+            idx = self.test_idx[:limit] if limit else self.test_idx
+            x, y = self.data.test.images[idx], self.data.test.labels[idx]
+            px, py = attack.poison_test(x, y)
+            self._memo[key] = (x, y, px, py)
+        return self._memo[key]
+
+    def evaluate(self, model: nn.Module, attack: ImageAttack, limit: int | None = None) -> dict[str, float]:
+        """CA on the clean test subset, CA_nt without the target class, ASR on triggered non-target images."""
+        x, y, px, py = self._test_sets(attack, limit)
+        pred = predict(model, x, self.device)
+        nt = y != attack.target
+        return {"ca": accuracy(pred, y), "ca_nt": accuracy(pred[nt], y[nt]),
+                "asr": attack_success_rate(predict(model, px, self.device), py, attack.target)}
+
+    def _before_metrics(self, model_key: str, model: nn.Module, attack: ImageAttack) -> dict[str, float]:
+        """Metrics of the undefended model, computed once per run (for deviations)."""
+        key = ("before", model_key)
+        if key not in self._memo:
+            self._memo[key] = self.evaluate(model, attack)
+        return self._memo[key]
+
+    def setting_notes(self, attack: ImageAttack) -> list[str]:
+        """Every way this cell's setting deviates from the paper's, to print next to its numbers."""
+        notes = []
+        model = self.cfg.model
+        if model.name != "resnet18" or model.params.get("width", 64) != 64:
+            notes.append(f"victim {model.name} {model.params or ''} is smaller than the paper's ResNet-18".replace("  ", " "))
+        if asdict(self.recipe) != asdict(TrainRecipe()):
+            notes.append(f"recipe '{self.recipe.name}' ({self.recipe.epochs} epochs, {self.recipe.schedule}) "
+                         f"instead of the paper's 200 epochs")
+        ds, n_train = self.cfg.dataset, len(self.data.train) - self.cfg.dataset.defense_size
+        if ds.train_subset and ds.train_subset < n_train:
+            notes.append(f"victims trained on {ds.train_subset} of {n_train} training images")
+        if len(self.test_idx) < len(self.data.test):
+            notes.append(f"evaluated on {len(self.test_idx)} of {len(self.data.test)} test images")
+        defaults = type(attack)().params()
+        changed = {k: v for k, v in attack.params().items() if defaults.get(k) != v}
+        if changed:
+            notes.append(f"{attack.name} parameters differ from the reference defaults: "
+                         + ", ".join(f"{k}={v} (default {defaults[k]})" for k, v in changed.items()))
+        return notes
+
+    # ----------------------------------------------------------------- keys
+    def model_key_payload(self, spec: MethodSpec, seed: int) -> dict[str, Any]:
+        attack = build_method(ATTACKS, spec, "attack")
+        ds = self.cfg.dataset
+        return {
+            "kind": "poisoned_model", "harness_version": HARNESS_VERSION,
+            "dataset": {"name": self.data.name, "digest": self.data.digest,
+                        "train_subset": ds.train_subset, "defense_size": ds.defense_size},
+            "attack": {"name": spec.name, "version": attack.version, "params": attack.params()},
+            "model": {"name": self.cfg.model.name, "params": self.cfg.model.params},
+            "recipe": asdict(self.recipe), "seed": seed,
+        }
+
+    def exposure_key_payload(self, model_key: str, spec: MethodSpec, seed: int) -> dict[str, Any]:
+        exposure = build_method(EXPOSURES, spec, "exposure")
+        return {"kind": "exposure", "model": model_key, "seed": seed,
+                "exposure": {"name": spec.name, "version": exposure.version, "params": exposure.params()},
+                "eval": {"test_idx": stable_hash(self.test_idx.tolist()), "trace": self.cfg.trace_eval_size}}
+
+    def cell_key_payload(self, model_key: str, exposure_key: str | None, spec: MethodSpec) -> dict[str, Any]:
+        defense = build_method(DEFENSES, spec, "defense")
+        return {"kind": "cell", "model": model_key, "exposure": exposure_key,
+                "defense": {"name": spec.name, "version": defense.version, "params": defense.params()},
+                "eval": {"test_idx": stable_hash(self.test_idx.tolist())}}
+
+    # ----------------------------------------------------------------- planning
+    def plan(self, finished: set[str]) -> tuple[list[Stage], int]:
+        """Stages for every unfinished cell (and the stages they need); also the count skipped."""
+        stages: dict[str, Stage] = {}
+        skipped = 0
+        exposures = self.cfg.exposures or [MethodSpec(name="none")]
+        for seed in self.cfg.seeds:
+            for atk in self.cfg.attacks:
+                mkey = stable_hash(self.model_key_payload(atk, seed))
+                train = Stage(mkey, "train", f"train {atk.name} seed={seed}", (),
+                              functools.partial(self._run_train, atk, seed, mkey))
+                for exp in exposures:
+                    ekey = None if exp.name == "none" else stable_hash(self.exposure_key_payload(mkey, exp, seed))
+                    for dfn in self.cfg.defenses:
+                        ckey = stable_hash(self.cell_key_payload(mkey, ekey, dfn))
+                        if ckey in finished:
+                            skipped += 1
+                            continue
+                        stages[mkey] = train
+                        deps = (mkey,)
+                        if ekey is not None:
+                            stages[ekey] = Stage(ekey, "expose", f"expose {atk.name} with {exp.name} seed={seed}",
+                                                 (mkey,), functools.partial(self._run_expose, atk, seed, exp, ekey))
+                            deps = (mkey, ekey)
+                        label = f"{atk.name} × {exp.name} × {dfn.name} seed={seed}"
+                        stages[ckey] = Stage(ckey, "cell", label, deps, functools.partial(
+                            self._run_cell, atk, seed, exp, dfn, ckey))
+        return list(stages.values()), skipped
+
+    # ----------------------------------------------------------------- stages
+    def _run_train(self, spec: MethodSpec, seed: int, key: str, deps: dict) -> Artifacts:
+        with self.cache.lock("models", key):  # a concurrent runner waits here instead of training twice
+            art = self.cache.load("models", key)
+            if art is not None:
+                log.info("poisoned model %s seed=%d: cache hit %s", spec.name, seed, key[:12])
+                return Artifacts(key, art.tensors, art.meta, cached=True)
+            attack = self.attack(spec, seed)
+            train_idx = self.split(seed)[1]
+            t0 = time.perf_counter()
+            poisoned = attack.poison_train(self.data.train.images[train_idx], self.data.train.labels[train_idx], seed)
+            model = train_classifier(self.new_model(seed), poisoned.images, poisoned.labels, self.recipe, seed,
+                                     self.device, desc=f"train {spec.name}")
+            meta = {"config": self.model_key_payload(spec, seed), "train_seconds": time.perf_counter() - t0,
+                    "poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx)),
+                    "provenance": self.provenance}
+            self.cache.save("models", key, model.state_dict(), meta)
+            self.models_trained += 1
+            return Artifacts(key, model.state_dict(), meta, cached=False)
+
+    def _run_expose(self, atk: MethodSpec, seed: int, spec: MethodSpec, key: str, deps: dict) -> Artifacts:
+        model_art: Artifacts = next(iter(deps.values()))
+        with self.cache.lock("exposures", key):
+            art = self.cache.load("exposures", key)
+            if art is not None:
+                return Artifacts(key, art.tensors, art.meta, cached=True)
+            attack = self.attack(atk, seed)
+            trace_metrics: dict[int, dict[str, float]] = {}
+
+            def monitor(step: int, model: nn.Module) -> None:  # test metrics for BEM; never seen by the method
+                trace_metrics[step] = self.evaluate(model, attack, self.cfg.trace_eval_size)
+
+            t0 = time.perf_counter()
+            model = self.load_model(model_art.tensors)
+            trace_metrics[0] = self.evaluate(model, attack, self.cfg.trace_eval_size)
+            result = build_method(EXPOSURES, spec, "exposure").expose(model, self.method_context(seed, monitor))
+            seconds = time.perf_counter() - t0
+            trace = [{**row, **{f"test_{k}": v for k, v in trace_metrics.get(row["step"], {}).items()}}
+                     for row in result.trace]
+            exposed = self.evaluate(result.model, attack)
+            meta = {"config": self.exposure_key_payload(model_art.key, spec, seed), "label": result.label,
+                    "label_share": result.label_share, "shares": result.shares, "trace": trace,
+                    "stop_reason": result.stop_reason, "expose_seconds": seconds,
+                    "exposed_ca": exposed["ca"], "exposed_asr": exposed["asr"],
+                    "bem_0": _bem([trace_metrics[0]]), "bem": _bem([trace_metrics[r["step"]] for r in result.trace
+                                                                    if r["step"] in trace_metrics])}
+            self.cache.save("exposures", key, result.model.state_dict(), meta)
+            return Artifacts(key, result.model.state_dict(), meta, cached=False)
+
+    def _run_cell(self, atk: MethodSpec, seed: int, exp: MethodSpec, dfn: MethodSpec, key: str,
+                  deps: dict) -> dict[str, Any]:
+        model_art: Artifacts = deps[next(iter(deps))]
+        exp_art: Artifacts | None = next((a for k, a in deps.items() if k != model_art.key), None)
+        attack = self.attack(atk, seed)
+        model = self.load_model(model_art.tensors)
+        exposed = None
+        if exp_art is not None:
+            m = exp_art.meta
+            exposed = ExposureResult(self.load_model(exp_art.tensors), m["label"], m["label_share"], m["shares"],
+                                     m["trace"], m["stop_reason"])
+        defense = build_method(DEFENSES, dfn, "defense")
+        t0 = time.perf_counter()
+        out = defense.defend(model, exposed, self.method_context(seed))
+        defend_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = self.evaluate(out.model, attack) if out.model is not None else {}
+        before = self._before_metrics(model_art.key, model, attack)
+        timings = {"train": model_art.meta["train_seconds"], "defend": defend_seconds,
+                   "evaluate": time.perf_counter() - t0}
+        record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, out.fields, timings)
+        self.store.append(record)
+        log.info("cell %s: %s", record["label"], {k: round(v, 4) for k, v in metrics.items()})
+        return record
+
+    def _record(self, atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings) -> dict:
+        attack = self.attack(atk, seed)
+        record: dict[str, Any] = {
+            "cell_key": key, "cache_key": model_art.key, "config_name": self.cfg.name,
+            "label": f"{atk.name} × {exp.name} × {dfn.name}",
+            "dataset": self.data.name, "dataset_note": self.data.note, "model": self.cfg.model.name,
+            "model_note": "; ".join(self.setting_notes(attack)),
+            "model_params": self.cfg.model.params, "recipe": self.recipe.name,
+            "attack": atk.name, "attack_params": attack.params(), "target": attack.target,
+            "poison_rate": attack.poison_rate, "exposure": None if exp.name == "none" else exp.name,
+            "defense": dfn.name, "defense_params": defense.params(), "defense_category": defense.category,
+            "seed": seed, **metrics, "ca_before": before["ca"], "asr_before": before["asr"],
+            "defense_info": fields, "eval_test_size": int(len(self.test_idx)),
+            "train_cached": model_art.cached, "timings": timings,
+            "hardware": self.provenance["hardware"], "provenance": self.provenance,
+        }
+        if exp_art is not None:
+            m = exp_art.meta
+            timings["expose"] = m["expose_seconds"]
+            record.update({"exposure_key": exp_art.key, "exposed_label": m["label"],
+                           "exposed_label_share": m["label_share"], "exposed_ca": m["exposed_ca"],
+                           "exposed_asr": m["exposed_asr"], "exposure_stop_reason": m["stop_reason"],
+                           "exposure_trace": m["trace"], "bem": m["bem"], "bem_0": m["bem_0"]})
+        return record
+
+
+def _bem(steps: list[dict[str, float]]) -> float | None:
+    if not steps or any(s.get("asr") is None for s in steps):
+        return None
+    return backdoor_exposure_metric([s["asr"] for s in steps], [s["ca"] for s in steps])
+
+
+_CACHE_KINDS = {"train": "models", "expose": "exposures"}
+
+
+def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None) -> dict[str, Any]:
+    """Run (or resume) the grid; returns a summary. Renders the leaderboard into ``opts.out_dir``."""
+    from benchmark.io import atomic_write_json, atomic_write_text
+    from reports import render_leaderboard
+    from results import load_results
+
+    t0 = time.perf_counter()
+    run = GridRun(cfg, opts)
+    stages, skipped = run.plan(run.store.finished_cells())
+    for stage in stages:  # fail before writing anything if a needed cached artifact is corrupted
+        if stage.kind in _CACHE_KINDS:
+            run.cache.verify(_CACHE_KINDS[stage.kind], stage.key)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    _log_to_file(opts.out_dir)
+    atomic_write_text(opts.out_dir / "config.yaml", _dump_yaml(cfg))
+    n_cells = sum(s.kind == "cell" for s in stages)
+    log.info("%d cells to run, %d already finished (resume)", n_cells, skipped)
+    (executor or LocalExecutor()).run(stages)
+    render_leaderboard(load_results(opts.out_dir), opts.out_dir)
+    summary = {"config": cfg.name, "cells_run": n_cells, "cells_skipped": skipped,
+               "models_trained": run.models_trained,
+               "wall_seconds": time.perf_counter() - t0, "provenance": run.provenance}
+    atomic_write_json(opts.out_dir / "summary.json", summary)
+    return summary
+
+
+def _log_to_file(out: Path) -> None:
+    """Mirror the run's log into ``OUT/run.log`` (once per folder per process)."""
+    path = str((out / "run.log").resolve())
+    root = logging.getLogger("benchmark")
+    if any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _dump_yaml(cfg: GridConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,84 @@
+"""Supervised training and batched prediction on uint8 image arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from benchmark.tensors import augment, batches, normalize, to_unit
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a victim model is trained. ``paper`` (reference §2.3) is the default."""
+
+    name: str = "paper"
+    epochs: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: Literal["multistep", "onecycle", "cosine"] = "multistep"
+    milestones: tuple[int, ...] = (60, 120)
+    gamma: float = 0.1
+    augment: bool = True
+
+
+def _scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch: int):
+    if recipe.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            opt, [m * steps_per_epoch for m in recipe.milestones], gamma=recipe.gamma)
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.25)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+
+def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, recipe: TrainRecipe,
+                     seed: int, device: str = "cpu", desc: str = "training") -> nn.Module:
+    """Train ``model`` on uint8 NHWC ``images`` with per-step LR scheduling; deterministic on CPU."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x_all = to_unit(images)
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+    steps = (len(y_all) + recipe.batch_size - 1) // recipe.batch_size
+    sched = _scheduler(opt, recipe, steps)
+    bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="step", leave=False)
+    for _ in range(recipe.epochs):
+        for idx in batches(len(y_all), recipe.batch_size, gen):
+            x = augment(x_all[idx], gen) if recipe.augment else x_all[idx]
+            x = normalize(x).to(device).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y_all[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
+    """Eval-mode top-1 predictions for uint8 NHWC images."""
+    return predict_logits(model, images, device, batch_size).argmax(1).numpy()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512) -> torch.Tensor:
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(to_unit(images[start:start + batch_size])).to(device)
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

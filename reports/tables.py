@@ -1,0 +1,156 @@
+"""Build leaderboard matrices from per-cell result records (pure pandas, no rendering)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import pandas as pd
+
+NO_DEFENSE = "No defense"
+CLEAN_ATTACK = "none"
+REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
+FLOAT_COLUMNS = ("ca", "asr", "exposed_label", "exposed_ca", "exposed_asr")
+OPTIONAL_COLUMNS = (
+    "exposure", "seed", "asr", "cell_key", "cache_key", "exposed_label", "exposed_ca",
+    "exposed_asr", "timings", "hardware", "provenance", "dataset_note", "model_note",
+)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None/NaN/pd.NA and for empty or "none" strings (JSON nulls arrive in many shapes)."""
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "none", "nan")
+
+
+def method_label(exposure: Any, defense: Any) -> str:
+    """Column label of a defense method: "No defense", "RP" or "CUL+RP" (exposure-prefixed)."""
+    if is_missing(defense):
+        return NO_DEFENSE
+    name = str(defense).strip().upper()
+    return name if is_missing(exposure) else f"{str(exposure).strip().upper()}+{name}"
+
+
+def wall_seconds(timings: Any) -> float:
+    """Wall-clock of one cell: `timings["total"]` if present, else the sum of all stage times."""
+    if not isinstance(timings, dict):
+        return math.nan
+    if isinstance(timings.get("total"), (int, float)):
+        return float(timings["total"])
+    return float(sum(v for v in timings.values() if isinstance(v, (int, float))))
+
+
+def normalize(records: pd.DataFrame) -> pd.DataFrame:
+    """Validate columns, add missing optional ones, coerce numbers and add `method`/`wall_s`."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in records.columns]
+    if missing:
+        raise ValueError(f"results records lack required columns: {missing}")
+    df = records.copy()
+    for col in OPTIONAL_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    for col in FLOAT_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("dataset", "model", "attack"):
+        df[col] = df[col].astype(str)
+    df["method"] = [method_label(e, d) for e, d in zip(df["exposure"], df["defense"])]
+    df["wall_s"] = df["timings"].map(wall_seconds)
+    return df
+
+
+def attack_order(attacks: Iterable[str]) -> list[str]:
+    """Attacks sorted by name, with the clean model ("none") last."""
+    return sorted(set(attacks), key=lambda a: (a.lower() == CLEAN_ATTACK, a))
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Methods sorted by label, with "No defense" first (it is the reference column)."""
+    return sorted(set(methods), key=lambda m: (m != NO_DEFENSE, m))
+
+
+def _tooltip(group: pd.DataFrame) -> str:
+    """One line per seed: seed, cell_key, cache_key and wall-clock, for hover tooltips."""
+    lines = []
+    for row in group.itertuples(index=False):
+        seed = int(row.seed) if isinstance(row.seed, float) and row.seed.is_integer() else row.seed
+        parts = [f"seed {seed}" if not is_missing(seed) else "seed ?"]
+        parts += [f"{k}={v}" for k, v in (("cell", row.cell_key), ("cache", row.cache_key)) if not is_missing(v)]
+        if not math.isnan(row.wall_s):
+            parts.append(f"{row.wall_s:.1f} s")
+        lines.append(" | ".join(parts))
+    return "\n".join(lines)
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean/std (in %) over seeds per (dataset, model, attack, method), plus seed count and tooltip."""
+    keys = ["dataset", "model", "attack", "method"]
+    grouped = df.groupby(keys, dropna=False, sort=True)
+    agg = grouped.agg(ca=("ca", "mean"), ca_std=("ca", "std"), asr=("asr", "mean"),
+                      asr_std=("asr", "std"), n=("ca", "size"))
+    agg[["ca", "ca_std", "asr", "asr_std"]] *= 100.0
+    agg.loc[agg["n"] < 2, ["ca_std", "asr_std"]] = math.nan
+    agg["tip"] = grouped[["seed", "cell_key", "cache_key", "wall_s"]].apply(_tooltip)
+    return agg.reset_index()
+
+
+def matrix(agg: pd.DataFrame, value: str = "ca") -> pd.DataFrame:
+    """Attack x method matrix of one aggregated column for one (dataset, model) slice of `aggregate`."""
+    table = agg.pivot(index="attack", columns="method", values=value)
+    return table.reindex(index=attack_order(agg["attack"]), columns=method_order(agg["method"]))
+
+
+def averages(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per-method mean CA over all attacks and mean ASR over real attacks (clean model excluded)."""
+    ca, asr = matrix(agg, "ca"), matrix(agg, "asr")
+    attacked = [a for a in asr.index if a.lower() != CLEAN_ATTACK]
+    return pd.DataFrame({"ca": ca.mean(axis=0), "asr": asr.loc[attacked].mean(axis=0)})
+
+
+def deltas(avg: pd.DataFrame) -> pd.DataFrame | None:
+    """Average CA/ASR of each method minus "No defense", in points; None without that column."""
+    if NO_DEFENSE not in avg.index:
+        return None
+    return (avg - avg.loc[NO_DEFENSE]).drop(index=NO_DEFENSE)
+
+
+def exposure_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (attack, exposure): exposed label(s) and mean exposed CA/ASR in %, one row per seed counted once."""
+    cols = ["exposed_label", "exposed_ca", "exposed_asr"]
+    rows = df[~df["exposure"].map(is_missing) & df[cols].notna().any(axis=1)]
+    if rows.empty:
+        return pd.DataFrame(columns=["attack", "exposure", *cols])
+    rows = rows.assign(exposure=rows["exposure"].astype(str).str.upper(), seed=rows["seed"].astype(str))
+    rows = rows.drop_duplicates(subset=["attack", "exposure", "seed"])
+    out = rows.groupby(["attack", "exposure"], sort=False).agg(
+        exposed_label=("exposed_label", lambda s: "/".join(str(int(v)) for v in sorted(s.dropna().unique()))),
+        exposed_ca=("exposed_ca", "mean"), exposed_asr=("exposed_asr", "mean"))
+    out[["exposed_ca", "exposed_asr"]] *= 100.0
+    out = out.reset_index()
+    rank = out["attack"].map({a: i for i, a in enumerate(attack_order(out["attack"]))})
+    return out.assign(_rank=rank).sort_values(["_rank", "exposure"]).drop(columns="_rank").reset_index(drop=True)
+
+
+def unique_text(values: Iterable[Any]) -> list[str]:
+    """Distinct non-missing strings, in first-seen order (for notes shared by many rows)."""
+    seen: dict[str, None] = {}
+    for v in values:
+        if not is_missing(v):
+            seen.setdefault(str(v).strip(), None)
+    return list(seen)
+
+
+def provenance(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(key, value) pairs summarising provenance and hardware dicts across all rows."""
+    dicts = [p for p in df["provenance"] if isinstance(p, dict)]
+    first = ["git_commit", "package_version"]
+    keys = [k for k in first if any(k in p for p in dicts)]
+    keys += sorted({k for p in dicts for k in p} - set(first))
+    pairs = [(k, ", ".join(unique_text(p.get(k) for p in dicts))) for k in keys]
+    hardware = unique_text(", ".join(f"{k}={v}" for k, v in h.items())
+                           for h in df["hardware"] if isinstance(h, dict) and h)
+    if hardware:
+        pairs.append(("hardware", "; ".join(hardware)))
+    return pairs

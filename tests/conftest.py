@@ -1,0 +1,39 @@
+"""Shared fixtures: the real CIFAR-10 data root and a session-wide cache of the decoded arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """``$EBYD_DATA_ROOT`` (CI sets it; a missing folder then fails), else ../shared/data if present."""
+    env = os.environ.get("EBYD_DATA_ROOT")
+    root = Path(env) if env else REPO.parent / "shared" / "data"
+    if not (root / "cifar10").is_dir():
+        if env:
+            pytest.fail(f"EBYD_DATA_ROOT={env} has no cifar10/ folder")
+        pytest.skip("no CIFAR-10 data root (set EBYD_DATA_ROOT)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def cifar(data_root, session_cache):
+    from adapters.torchvision_data import load_cifar10
+
+    return load_cifar10(data_root, session_cache)
+
+
+@pytest.fixture
+def tiny_config_path() -> Path:
+    return REPO / "tests" / "configs" / "tiny.yaml"

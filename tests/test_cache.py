@@ -1,0 +1,118 @@
+"""Cache keys, atomic writes, corruption detection and the inter-process lock."""
+
+import json
+import multiprocessing as mp
+import time
+
+import pytest
+import torch
+
+from benchmark.cache import ArtifactCache, stable_hash
+from benchmark.config import validate_config
+from benchmark.errors import CacheError
+from benchmark.runner import GridRun, RunOptions
+
+RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
+       "model": {"name": "resnet18_narrow", "params": {"width": 4}},
+       "recipe": {"name": "tiny", "epochs": 1}, "attacks": ["badnets"], "exposures": ["cul"],
+       "defenses": ["none"]}
+
+
+@pytest.fixture(scope="module")
+def run_for(data_root, session_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+
+    def make(raw):
+        cfg = validate_config(raw)
+        return GridRun(cfg, RunOptions(out, session_cache, data_root))
+
+    return make
+
+
+def model_key(run_for, raw):
+    run = run_for(raw)
+    return stable_hash(run.model_key_payload(run.cfg.attacks[0], 0))
+
+
+@pytest.mark.parametrize("change", [
+    {"attacks": [{"name": "badnets", "poison_rate": 0.2}]},
+    {"attacks": [{"name": "badnets", "target": 3}]},
+    {"attacks": ["blend"]},
+    {"recipe": {"name": "tiny", "epochs": 2}},
+    {"recipe": {"name": "tiny", "epochs": 1, "lr": 0.05}},
+    {"model": {"name": "resnet18_narrow", "params": {"width": 8}}},
+    {"model": {"name": "resnet18", "params": {"width": 4}}},
+    {"dataset": {"name": "cifar10", "train_subset": 700, "test_subset": 200, "defense_size": 100}},
+    {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 50}},
+])
+def test_every_determining_field_changes_the_model_key(run_for, change):
+    assert model_key(run_for, RAW) != model_key(run_for, {**RAW, **change})
+
+
+@pytest.mark.parametrize("change", [
+    {"defenses": ["none", "rp"]},
+    {"exposures": []},
+    {"name": "another-grid"},
+    {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 300, "defense_size": 100}},
+    {"trace_eval_size": 50},
+    {"device": "cuda"},
+])
+def test_unrelated_fields_keep_the_model_key(run_for, change):
+    assert model_key(run_for, RAW) == model_key(run_for, {**RAW, **change})
+
+
+def test_seed_and_data_digest_enter_the_key(run_for):
+    run = run_for(RAW)
+    payload = run.model_key_payload(run.cfg.attacks[0], 0)
+    assert payload["dataset"]["digest"] == run.data.digest
+    assert stable_hash(payload) != stable_hash(run.model_key_payload(run.cfg.attacks[0], 1))
+
+
+def test_save_load_roundtrip_and_corruption(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    tensors = {"w": torch.arange(6.0).view(2, 3)}
+    cache.save("models", "ab" * 32, tensors, {"note": "x"})
+    art = cache.load("models", "ab" * 32)
+    assert torch.equal(art.tensors["w"], tensors["w"]) and art.meta["note"] == "x"
+    assert cache.load("models", "cd" * 32) is None
+    path = cache.tensor_path("models", "ab" * 32)
+    path.write_bytes(path.read_bytes()[:-3] + b"xyz")
+    with pytest.raises(CacheError, match="corrupted"):
+        cache.load("models", "ab" * 32)
+    cache.meta_path("models", "ab" * 32).write_text("{not json")
+    with pytest.raises(CacheError, match="corrupted cache metadata"):
+        cache.load("models", "ab" * 32)
+
+
+def test_no_temporary_files_are_left_behind(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.save("models", "ef" * 32, {"w": torch.zeros(2)}, {})
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def _compute_once(root: str, log_path: str) -> None:
+    cache = ArtifactCache(root)
+    with cache.lock("models", "12" * 32):
+        if cache.load("models", "12" * 32) is None:
+            with open(log_path, "a") as f:
+                f.write("computed\n")
+            time.sleep(0.5)
+            cache.save("models", "12" * 32, {"w": torch.ones(1)}, {})
+
+
+def test_concurrent_runners_compute_an_artifact_once(tmp_path):
+    log_path = tmp_path / "log.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_compute_once, args=(str(tmp_path / "c"), str(log_path))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log_path.read_text().count("computed") == 1
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 1.5})

@@ -1,0 +1,54 @@
+import pytest
+
+from benchmark.config import load_config, validate_config
+from benchmark.errors import ConfigError
+
+BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
+
+
+def test_valid_config_parses_specs():
+    cfg = validate_config({**BASE, "attacks": ["badnets", {"name": "blend", "alpha": 0.3}]})
+    assert [a.name for a in cfg.attacks] == ["badnets", "blend"]
+    assert cfg.attacks[1].params == {"alpha": 0.3}
+    assert cfg.train_recipe().epochs == 200  # paper recipe by default
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({**BASE, "attacks": ["badnet"]}, "did you mean 'badnets'"),
+    ({**BASE, "defenses": ["rpp"]}, "unknown defenses 'rpp'"),
+    ({**BASE, "exposures": ["cull"]}, "unknown exposures 'cull'"),
+    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 1.5}]}, "poison_rate must be in (0, 1]"),
+    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 0}]}, "poison_rate must be in (0, 1]"),
+    ({**BASE, "attacks": [{"name": "blend", "alpah": 0.2}]}, "unknown parameter(s) ['alpah']"),
+    ({**BASE, "attacks": [{"name": "blend", "alpha": "high"}]}, "parameter 'alpha'"),
+    ({**BASE, "seeds": "zero"}, "seeds"),
+    ({**BASE, "seeds": [0, 0]}, "distinct"),
+    ({**BASE, "dataset": {"name": "cifar10", "train_subset": -5}}, "train_subset"),
+    ({**BASE, "recipe": {"epochs": "many"}}, "recipe"),
+    ({**BASE, "model": {"name": "vgg99"}}, "unknown models 'vgg99'"),
+    ({**BASE, "attacks": []}, "at least one"),
+    ({**BASE, "colour": "red"}, "colour"),
+])
+def test_invalid_configs_name_the_problem(raw, needle):
+    with pytest.raises(ConfigError) as exc:
+        validate_config(raw)
+    assert needle in str(exc.value)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("attacks: [badnets\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_shipped_presets_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        load_config(path)

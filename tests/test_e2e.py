@@ -1,0 +1,102 @@
+"""A small real grid (CIFAR-10 images, tiny model) through the CLI: results, resume, cache sharing,
+determinism and corruption handling. Numbers are meaningless at this scale; behaviour is not."""
+
+import json
+import shutil
+
+import pytest
+
+from benchmark.cli import main
+
+pytestmark = pytest.mark.e2e
+
+REQUIRED = {"dataset", "model", "attack", "target", "exposure", "defense", "seed", "ca", "asr",
+            "exposed_label", "exposed_ca", "exposed_asr", "timings", "hardware", "cache_key", "cell_key", "bem"}
+
+
+def run(config, out, cache, data_root):
+    return main(["run", str(config), "--out", str(out), "--cache-dir", str(cache), "--data-root", str(data_root)])
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def metrics(recs):
+    return sorted((r["cell_key"], r["ca"], r["asr"], r.get("exposed_label")) for r in recs)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, data_root, session_cache):
+    from pathlib import Path
+
+    config = Path(__file__).parent / "configs" / "tiny.yaml"
+    base = tmp_path_factory.mktemp("e2e")
+    cache = base / "cache"
+    shutil.copytree(session_cache / "datasets", cache / "datasets")  # reuse the decoded arrays
+    out = base / "out1"
+    assert run(config, out, cache, data_root) == 0
+    return config, cache, out, data_root
+
+
+def test_grid_writes_one_record_per_cell(first_run):
+    _, _, out, _ = first_run
+    recs = records(out)
+    assert len(recs) == 4  # 2 attacks × cul × {none, rp}
+    for r in recs:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert 0 <= r["ca"] <= 1 and 0 <= r["asr"] <= 1
+        assert r["exposure"] == "cul" and r["target"] == 0
+        assert set(r["timings"]) >= {"train", "expose", "defend", "evaluate"}
+    assert {(r["attack"], r["defense"]) for r in recs} == {(a, d) for a in ("badnets", "blend") for d in ("none", "rp")}
+    for name in ("leaderboard.html", "leaderboard.tex", "run.log", "summary.json", "config.yaml"):
+        assert (out / name).exists(), name
+
+
+def test_rerun_resumes_without_recomputing(first_run):
+    config, cache, out, data_root = first_run
+    before = (out / "results.jsonl").read_text()
+    assert run(config, out, cache, data_root) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cells_run"] == 0 and summary["cells_skipped"] == 4
+    assert (out / "results.jsonl").read_text() == before
+
+
+def test_new_out_shares_the_cache_and_reproduces_metrics(first_run, tmp_path):
+    config, cache, out, data_root = first_run
+    out2 = tmp_path / "out2"
+    assert run(config, out2, cache, data_root) == 0
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["models_trained"] == 0 and summary["cells_run"] == 4
+    assert metrics(records(out2)) == metrics(records(out))
+    assert all(r["train_cached"] for r in records(out2))
+
+
+def test_training_is_deterministic_on_cpu(first_run, tmp_path):
+    config, cache, out, data_root = first_run
+    fresh = tmp_path / "fresh-cache"
+    shutil.copytree(cache / "datasets", fresh / "datasets")
+    assert run(config, tmp_path / "out3", fresh, data_root) == 0
+    assert metrics(records(tmp_path / "out3")) == metrics(records(out))
+    first = {p.name: p.read_bytes() for p in (cache / "models").rglob("*.safetensors")}
+    again = {p.name: p.read_bytes() for p in (fresh / "models").rglob("*.safetensors")}
+    assert first == again
+
+
+def test_corrupted_cache_file_is_reported_not_used(first_run, tmp_path, capsys):
+    config, cache, _, data_root = first_run
+    broken = tmp_path / "broken-cache"
+    shutil.copytree(cache, broken)
+    victim = next((broken / "models").rglob("*.safetensors"))
+    victim.write_bytes(b"garbage")
+    out4 = tmp_path / "out4"
+    assert run(config, out4, broken, data_root) == 2
+    assert "corrupted cache file" in capsys.readouterr().err
+    assert not (out4 / "results.jsonl").exists() or records(out4) == []
+    assert victim.read_bytes() == b"garbage"  # reported, never silently overwritten
+
+
+def test_report_rerenders_from_results(first_run, tmp_path):
+    _, _, out, _ = first_run
+    assert main(["report", str(out), "--out", str(tmp_path)]) == 0
+    assert "badnets" in (tmp_path / "leaderboard.html").read_text()

@@ -1,0 +1,78 @@
+"""Exposure and defense building blocks on small models and real images."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.defenses.masked_bn import MaskedBatchNorm2d, batchnorms
+from benchmark.defenses.rp import RecoverPruning, prune
+from benchmark.exposures.cul import CleanUnlearning
+from benchmark.methods import DefenseData, MethodContext
+from benchmark.models.resnet_cifar import resnet18, resnet18_narrow
+
+
+def test_resnet18_matches_the_reference_architecture():
+    model = resnet18()
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962  # reference §2.1
+    bns = batchnorms(model)
+    assert len(bns) == 20 and sum(bn.num_features for _, bn in bns) == 4_800
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+
+
+def test_masked_bn_with_unit_mask_equals_bn():
+    torch.manual_seed(0)
+    plain = resnet18_narrow(width=4).eval()
+    masked = resnet18_narrow(width=4, norm_layer=MaskedBatchNorm2d).eval()
+    masked.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(plain(x), masked(x))
+
+
+def test_prune_zeroes_gamma_below_threshold_and_keeps_beta():
+    torch.manual_seed(0)
+    model = resnet18_narrow(width=4)
+    for _, bn in batchnorms(model):
+        nn.init.uniform_(bn.bias, 0.5, 1.0)
+    masks = [torch.linspace(0, 1, bn.num_features) for _, bn in batchnorms(model)]
+    pruned = prune(model, masks, 0.3)
+    for (_, before), (_, after), m in zip(batchnorms(model), batchnorms(pruned), masks):
+        assert (after.weight[m <= 0.3] == 0).all()
+        torch.testing.assert_close(after.weight[m > 0.3], before.weight[m > 0.3])
+        torch.testing.assert_close(after.bias, before.bias)
+    assert any((bn.weight != 0).all() for _, bn in batchnorms(model))  # original untouched
+
+
+@pytest.fixture(scope="module")
+def small_ctx(cifar):
+    data = DefenseData(cifar.train.images[:128], cifar.train.labels[:128], 10)
+    return MethodContext(data, seed=0, model_factory=lambda **kw: resnet18_narrow(width=4, **kw))
+
+
+def test_cul_raises_the_clean_loss_and_records_a_trace(small_ctx):
+    torch.manual_seed(0)
+    model = resnet18_narrow(width=4).eval()
+    seen = []
+    small_ctx.monitor = lambda step, m: seen.append(step)
+    result = CleanUnlearning(epochs=3, lr=0.05).expose(model, small_ctx)
+    assert [r["step"] for r in result.trace] == seen and 1 <= len(seen) <= 3
+    assert result.trace[-1]["dd_loss"] > result.trace[0]["dd_loss"] or result.stop_reason != "max_epochs"
+    assert result.label == int(np.argmax(result.shares)) and result.label_share == max(result.shares)
+    assert result.stop_reason in {"ca_min", "loss_bound", "max_epochs"}
+    assert result.model is not model
+
+
+def test_rp_threshold_rule_reads_only_defense_data(small_ctx):
+    torch.manual_seed(0)
+    model = resnet18_narrow(width=4).eval()
+    rp = RecoverPruning(epochs=1)
+    out = rp.defend(model, None, small_ctx)
+    info = out.fields
+    assert info["rp_masks_total"] == sum(bn.num_features for _, bn in batchnorms(model))
+    if info["rp_threshold"] is not None:
+        acc0 = small_ctx.clean_accuracy(model)
+        chosen = [s for s in info["rp_sweep"] if s["t"] == info["rp_threshold"]][0]
+        assert chosen["dd_acc"] >= round(acc0 - rp.max_acc_drop, 4) - 1e-4
+        later = [s for s in info["rp_sweep"] if s["t"] > info["rp_threshold"]]
+        assert all(s["dd_acc"] < acc0 - rp.max_acc_drop for s in later)
