@@ -11,9 +11,26 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+
+@dataclass
+class AttackContext:
+    """What an attack that trains its own parts (a surrogate, a trigger generator) may use.
+
+    ``artifact(name, params, build)`` returns cached tensors for ``name`` under a key made of
+    ``key_base`` (dataset digest, training subset, seed, attack version) plus ``params``, calling
+    ``build()`` -> dict of tensors on a miss: the trained part is cached like any other artifact.
+    """
+
+    train_images: np.ndarray  # clean uint8 NHWC victim-training images (never the defense data)
+    train_labels: np.ndarray
+    num_classes: int
+    device: str
+    model_factory: Callable[..., Any]  # builds the victim architecture
+    artifact: Callable[[str, dict, Callable[[], dict]], dict]
 
 
 @dataclass
@@ -31,6 +48,8 @@ class ImageAttack(ABC):
     target: int = 0
 
     domain: ClassVar[str] = "image"
+    #: True only for the clean control ("none"): no trigger, ASR undefined
+    is_clean: ClassVar[bool] = False
     #: bump when the trigger code changes behaviour: it enters every cache key
     version: ClassVar[str] = "1"
 
@@ -52,8 +71,11 @@ class ImageAttack(ABC):
         """A generator seeded from the run seed and the attack's name, independent of call order."""
         return np.random.default_rng([seed, zlib.crc32(self.name.encode())])
 
-    def setup(self, seed: int) -> None:
-        """Draw seeded trigger state. Attacks with a fixed trigger need nothing."""
+    def setup(self, seed: int, ctx: AttackContext | None = None) -> None:
+        """Draw seeded trigger state, or train/load trained parts through ``ctx``.
+
+        Attacks with a fixed trigger need nothing; ``ctx`` is None in unit tests of such attacks.
+        """
 
     @abstractmethod
     def apply(self, images: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks_registry.base import ImageAttack
+from attacks_registry.base import AttackContext, ImageAttack
 from benchmark.cache import ArtifactCache, stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_method
 from benchmark.dag import Executor, LocalExecutor, Stage
@@ -91,9 +91,30 @@ class GridRun:
         key = ("attack", spec.identity, seed)
         if key not in self._memo:
             attack = build_method(ATTACKS, spec, "attack")
-            attack.setup(seed)
+            attack.setup(seed, self.attack_context(attack, seed))
             self._memo[key] = attack
         return self._memo[key]
+
+    def attack_context(self, attack: ImageAttack, seed: int) -> AttackContext:
+        """Clean victim-training data plus a cache for the parts an attack trains (cached once)."""
+        train_idx = self.split(seed)[1]
+        ds = self.cfg.dataset
+        base = {"dataset": self.data.digest, "train_subset": ds.train_subset, "defense_size": ds.defense_size,
+                "seed": seed, "attack": attack.name, "version": attack.version,
+                "model": {"name": self.cfg.model.name, "params": self.cfg.model.params}}
+
+        def artifact(name: str, params: dict, build) -> dict[str, torch.Tensor]:
+            key = stable_hash({"kind": "attack_part", "base": base, "name": name, "params": params})
+            with self.cache.lock("attack_parts", key):
+                art = self.cache.load("attack_parts", key)
+                if art is not None:
+                    return art.tensors
+                tensors = build()
+                self.cache.save("attack_parts", key, tensors, {"base": base, "name": name, "params": params})
+                return tensors
+
+        return AttackContext(self.data.train.images[train_idx], self.data.train.labels[train_idx],
+                             self.data.num_classes, self.device, self.new_model, artifact)
 
     def new_model(self, seed: int | None = None, **overrides: Any) -> nn.Module:
         if seed is not None:
@@ -128,8 +149,8 @@ class GridRun:
         x, y, px, py = self._test_sets(attack, limit)
         pred = predict(model, x, self.device)
         nt = y != attack.target
-        return {"ca": accuracy(pred, y), "ca_nt": accuracy(pred[nt], y[nt]),
-                "asr": attack_success_rate(predict(model, px, self.device), py, attack.target)}
+        asr = None if attack.is_clean else attack_success_rate(predict(model, px, self.device), py, attack.target)
+        return {"ca": accuracy(pred, y), "ca_nt": accuracy(pred[nt], y[nt]), "asr": asr}
 
     def _before_metrics(self, model_key: str, model: nn.Module, attack: ImageAttack) -> dict[str, float]:
         """Metrics of the undefended model, computed once per run (for deviations)."""
@@ -299,6 +320,7 @@ class GridRun:
             "poison_rate": attack.poison_rate, "exposure": None if exp.name == "none" else exp.name,
             "defense": dfn.name, "defense_params": defense.params(), "defense_category": defense.category,
             "seed": seed, **metrics, "ca_before": before["ca"], "asr_before": before["asr"],
+            "config_hash": stable_hash(self.cfg.model_dump(mode="json")),
             "defense_info": fields, "eval_test_size": int(len(self.test_idx)),
             "train_cached": model_art.cached, "timings": timings,
             "hardware": self.provenance["hardware"], "provenance": self.provenance,

@@ -1,3 +1,3 @@
 """Image attacks; importing this package registers them all."""
 
-from attacks_registry.image import badnets, blend, wanet  # noqa: F401
+from attacks_registry.image import badnets, blend, none, wanet  # noqa: F401

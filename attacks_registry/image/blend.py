@@ -24,7 +24,7 @@ class Blend(ImageAttack):
     _pattern: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _rng: np.random.Generator | None = field(default=None, init=False, repr=False, compare=False)
 
-    def setup(self, seed: int) -> None:
+    def setup(self, seed: int, ctx=None) -> None:
         self._rng = self.rng(seed)
         self._pattern = self._rng.integers(0, 256, size=(32, 32), dtype=np.int64)
 

@@ -38,7 +38,7 @@ class WaNet(ImageAttack):
     _grid: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
     _rng: np.random.Generator | None = field(default=None, init=False, repr=False, compare=False)
 
-    def setup(self, seed: int) -> None:
+    def setup(self, seed: int, ctx=None) -> None:
         self._rng = self.rng(seed)
         self._grid = warp_field(self._rng, self.k, self.s)
 

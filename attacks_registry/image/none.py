@@ -1,0 +1,31 @@
+"""No attack: a clean model trained with the same recipe, data and seed as the backdoored ones.
+
+Grids list it to get the clean controls that model-level detection needs (reference §6.3);
+its ASR is undefined and recorded as null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from attacks_registry.base import ImageAttack
+from benchmark.registries import ATTACKS
+
+
+@ATTACKS.register("none")
+@dataclass
+class NoAttack(ImageAttack):
+    """Clean control model (no poisoning)."""
+
+    poison_rate: float = 0.0
+    is_clean: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.poison_rate != 0:
+            raise ValueError("attack 'none' poisons nothing: leave poison_rate at 0")
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        return images.copy()
