@@ -80,6 +80,7 @@ class GridConfig(BaseModel):
     defenses: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="none")])
     seeds: list[int] = Field(default_factory=lambda: [0])
     trace_eval_size: int = Field(500, gt=0, description="test images per trajectory step (BEM traces)")
+    detection_eval_size: int = Field(1000, gt=0, description="clean and triggered inputs scored by input filters")
     device: str = "cpu"
 
     @field_validator("attacks", "exposures", "defenses", mode="before")

@@ -90,10 +90,20 @@ class Exposure(Method, ABC):
 
 @dataclass
 class DefenseResult:
-    """A removal returns a model; detectors return only ``fields`` (scores, flags)."""
+    """What a defense hands back to the harness, by category (TrojanZoo-style taxonomy).
 
-    model: nn.Module | None
+    * removal: ``model``, the repaired model (the harness measures its CA and ASR);
+    * model inspection: ``fields`` (e.g. flagged, predicted label, anomaly index) and ``images``
+      (e.g. a recovered trigger mask and pattern, HWC float in [0, 1], saved next to the results);
+    * input filtering: ``input_scorer``, a function from uint8 NHWC images to one suspicion
+      score per image (higher = more likely triggered), each image scored independently. The
+      harness scores clean and triggered test inputs with it and computes the AUROC.
+    """
+
+    model: nn.Module | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    input_scorer: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass

@@ -26,6 +26,7 @@ from benchmark.dag import Executor, LocalExecutor, Stage
 from benchmark.methods import DefenseData, ExposureResult, MethodContext
 from benchmark.metrics import accuracy, attack_success_rate, backdoor_exposure_metric
 from benchmark.provenance import provenance
+from benchmark.summary import grid_statistics
 from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
 from benchmark.training import TrainRecipe, predict, train_classifier
 
@@ -152,6 +153,35 @@ class GridRun:
         asr = None if attack.is_clean else attack_success_rate(predict(model, px, self.device), py, attack.target)
         return {"ca": accuracy(pred, y), "ca_nt": accuracy(pred[nt], y[nt]), "asr": asr}
 
+    def input_detection_auroc(self, scorer, attack: ImageAttack) -> float:
+        """AUROC of an input filter: triggered non-target test inputs (positives) vs clean test inputs.
+
+        Uses ``detection_eval_size`` of each, drawn from the evaluated test subset; the labels
+        are used here only, never by the defense.
+        """
+        from sklearn.metrics import roc_auc_score
+
+        x, _, px, _ = self._test_sets(attack)
+        n = self.cfg.detection_eval_size
+        clean, triggered = np.asarray(scorer(x[:n]), float), np.asarray(scorer(px[:n]), float)
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(triggered))]
+        return float(roc_auc_score(labels, np.r_[clean, triggered]))
+
+    def _save_images(self, cell_key: str, images: dict[str, np.ndarray]) -> dict[str, str]:
+        """Write a defense's images (HWC or HW floats in [0, 1]) as PNGs under OUT/artifacts/."""
+        from PIL import Image
+
+        from benchmark.io import atomic_write
+
+        folder = self.opts.out_dir / "artifacts" / cell_key[:16]
+        paths = {}
+        for name, img in images.items():
+            arr = (np.clip(np.asarray(img, float), 0, 1) * 255).round().astype(np.uint8)
+            path = folder / f"{name}.png"
+            atomic_write(path, lambda tmp, a=arr: Image.fromarray(a.squeeze()).save(tmp, format="PNG"))
+            paths[name] = str(path.relative_to(self.opts.out_dir))
+        return paths
+
     def _before_metrics(self, model_key: str, model: nn.Module, attack: ImageAttack) -> dict[str, float]:
         """Metrics of the undefended model, computed once per run (for deviations)."""
         key = ("before", model_key)
@@ -201,9 +231,12 @@ class GridRun:
 
     def cell_key_payload(self, model_key: str, exposure_key: str | None, spec: MethodSpec) -> dict[str, Any]:
         defense = build_method(DEFENSES, spec, "defense")
+        evaluation: dict[str, Any] = {"test_idx": stable_hash(self.test_idx.tolist())}
+        if defense.category == "input_filtering":  # only input filters are scored on this many inputs
+            evaluation["detection"] = self.cfg.detection_eval_size
         return {"kind": "cell", "model": model_key, "exposure": exposure_key,
                 "defense": {"name": spec.name, "version": defense.version, "params": defense.params()},
-                "eval": {"test_idx": stable_hash(self.test_idx.tolist())}}
+                "eval": evaluation}
 
     # ----------------------------------------------------------------- planning
     def plan(self, finished: set[str]) -> tuple[list[Stage], int]:
@@ -241,9 +274,9 @@ class GridRun:
             if art is not None:
                 log.info("poisoned model %s seed=%d: cache hit %s", spec.name, seed, key[:12])
                 return Artifacts(key, art.tensors, art.meta, cached=True)
+            t0 = time.perf_counter()  # includes any trigger generator / surrogate the attack trains
             attack = self.attack(spec, seed)
             train_idx = self.split(seed)[1]
-            t0 = time.perf_counter()
             poisoned = attack.poison_train(self.data.train.images[train_idx], self.data.train.labels[train_idx], seed)
             model = train_classifier(self.new_model(seed), poisoned.images, poisoned.labels, self.recipe, seed,
                                      self.device, desc=f"train {spec.name}")
@@ -299,11 +332,17 @@ class GridRun:
         out = defense.defend(model, exposed, self.method_context(seed))
         defend_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics = self.evaluate(out.model, attack) if out.model is not None else {}
         before = self._before_metrics(model_art.key, model, attack)
+        # a detector leaves the deployed model as it was: its CA/ASR are the undefended ones
+        metrics = dict(before) if out.model is None else self.evaluate(out.model, attack)
+        fields = dict(out.fields)
+        if out.input_scorer is not None and not attack.is_clean:
+            fields[f"{dfn.name}_auroc"] = self.input_detection_auroc(out.input_scorer, attack)
+        if out.images:
+            fields["images"] = self._save_images(key, out.images)
         timings = {"train": model_art.meta["train_seconds"], "defend": defend_seconds,
                    "evaluate": time.perf_counter() - t0}
-        record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, out.fields, timings)
+        record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings)
         self.store.append(record)
         log.info("cell %s: %s", record["label"], {k: round(v, 4) for k, v in metrics.items()})
         return record
@@ -362,9 +401,10 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
     n_cells = sum(s.kind == "cell" for s in stages)
     log.info("%d cells to run, %d already finished (resume)", n_cells, skipped)
     (executor or LocalExecutor()).run(stages)
-    render_leaderboard(load_results(opts.out_dir), opts.out_dir)
+    records = load_results(opts.out_dir)
+    render_leaderboard(records, opts.out_dir)
     summary = {"config": cfg.name, "cells_run": n_cells, "cells_skipped": skipped,
-               "models_trained": run.models_trained,
+               "models_trained": run.models_trained, **grid_statistics(records),
                "wall_seconds": time.perf_counter() - t0, "provenance": run.provenance}
     atomic_write_json(opts.out_dir / "summary.json", summary)
     return summary

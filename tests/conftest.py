@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmark/cli.py
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,16 @@ def cifar(data_root, session_cache):
     from adapters.torchvision_data import load_cifar10
 
     return load_cifar10(data_root, session_cache)
+
+
+@pytest.fixture
+def seeded_cache(cifar, session_cache, tmp_path) -> Path:
+    """A fresh cache folder that already holds the decoded CIFAR-10 arrays (skips JPEG decoding)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache / "datasets", cache / "datasets")
+    return cache
 
 
 @pytest.fixture

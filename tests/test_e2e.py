@@ -27,7 +27,7 @@ def metrics(recs):
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, data_root, session_cache):
+def first_run(tmp_path_factory, data_root, cifar, session_cache):
     from pathlib import Path
 
     config = Path(__file__).parent / "configs" / "tiny.yaml"

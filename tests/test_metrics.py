@@ -27,3 +27,21 @@ def test_bem_matches_the_papers_onepixel_check():
 
 def test_prediction_shares():
     np.testing.assert_allclose(prediction_shares(np.array([1, 1, 3, 0]), 4), [0.25, 0.5, 0, 0.25])
+
+
+def test_exposure_detection_auroc_separates_clean_from_backdoored():
+    import pandas as pd
+
+    from benchmark.summary import exposure_detection_auroc
+
+    rows = [
+        {"attack": "badnets", "exposure": "cul", "cache_key": "a", "exposed_label_share": 0.95},
+        {"attack": "badnets", "exposure": "cul", "cache_key": "a", "exposed_label_share": 0.95},  # same model
+        {"attack": "blend", "exposure": "cul", "cache_key": "b", "exposed_label_share": 0.60},
+        {"attack": "none", "exposure": "cul", "cache_key": "c", "exposed_label_share": 0.40},
+        {"attack": "none", "exposure": "cul", "cache_key": "d", "exposed_label_share": 0.70},
+        {"attack": "badnets", "exposure": None, "cache_key": "a", "exposed_label_share": None},
+    ]
+    # pairs (pos, neg): (0.95 > 0.4), (0.95 > 0.7), (0.6 > 0.4), (0.6 < 0.7) → 3/4
+    assert exposure_detection_auroc(pd.DataFrame(rows)) == {"cul": 0.75}
+    assert exposure_detection_auroc(pd.DataFrame(rows[:3])) == {"cul": None}
