@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +81,41 @@ def _read_imagefolder(split_dir: Path, classes: tuple[str, ...]) -> ImageSplit:
     return ImageSplit(images, np.array([label for _, label in files], dtype=np.int64))
 
 
-def _read_torchvision(root: Path, train: bool, download: bool) -> ImageSplit:
-    from torchvision.datasets import CIFAR10
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR-10 python batches without executing arbitrary code: the only
+    globals it resolves are numpy's array reconstruction helpers."""
 
-    ds = CIFAR10(str(root), train=train, download=download)
-    return ImageSplit(np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64))
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise DataError(f"refusing to load {module}.{name} from a CIFAR-10 batch file")
+        return super().find_class(module, name)
+
+
+def _read_batches(folder: Path, names: list[str]) -> ImageSplit:
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"CIFAR-10 batch missing: {path}")
+        with open(path, "rb") as f:
+            batch = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64))
+    return ImageSplit(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels))
+
+
+def _read_torchvision(root: Path, train: bool, download: bool) -> ImageSplit:
+    """torchvision's ``cifar-10-batches-py`` layout (fetched by torchvision when ``download``)."""
+    if download and not (root / "cifar-10-batches-py").is_dir():
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(root),
+                                     md5="c58f30108f718f92721af3b95e74349a")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    return _read_batches(root / "cifar-10-batches-py", names)
 
 
 def _locate(data_root: Path) -> tuple[str, Path]:

@@ -2,7 +2,11 @@
 
     ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda]
     ebyd-bench ls attacks|exposures|defenses|models|datasets
-    ebyd-bench report DIR [DIR ...] [--out DIR]
+    ebyd-bench gallery --out DIR [--config CONFIG] [--data-root PATH]
+    ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]
+    ebyd-bench tables DIR [DIR ...] --out DIR
+    ebyd-bench figures DIR [DIR ...] --out DIR
+    ebyd-bench compare BASELINE CURRENT [--tolerance ca=0.01,asr=0.02] [--time-tolerance 0.5]
 
 User errors (bad config, unknown name, missing data, corrupted cache) print one line starting
 with ``error:`` and exit with code 2; nothing is written before the config has been validated.
@@ -15,7 +19,12 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+# OpenMP threads that spin while waiting slow training down >5x as soon as anything else uses a
+# core (a shared workstation, a CI runner); sleeping waiters cost almost nothing when the machine
+# is idle. Must be set before torch is imported; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from benchmark.errors import BenchmarkError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebyd-bench", description="Benchmark of backdoor defenses (Expose Before You Defend).")
@@ -32,9 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list registered methods")
     ls.add_argument("kind", choices=["attacks", "exposures", "defenses", "models", "datasets"])
 
-    report = sub.add_parser("report", help="re-render the leaderboard from result stores")
-    report.add_argument("dirs", type=Path, nargs="+", help="output folders or results.jsonl files")
-    report.add_argument("--out", type=Path, default=None, help="where to write (default: the first DIR)")
+    gallery = sub.add_parser("gallery", help="figure of clean vs triggered examples for every image attack")
+    gallery.add_argument("--out", type=Path, required=True, help="output folder (PNG and PDF)")
+    gallery.add_argument("--data-root", type=Path, default=None, help="data folder (default: $EBYD_DATA_ROOT)")
+    gallery.add_argument("--config", type=Path, default=None,
+                         help="grid whose attacks (and their trained parts, via the cache) to draw; "
+                              "default: every registered image attack, trained parts as placeholders")
+    gallery.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (with --config)")
+    gallery.set_defaults(handler=_cmd_gallery)
+
+    from reports.cli import add_commands
+
+    add_commands(sub)  # report, tables, figures, compare (handlers in reports/cli.py)
     return p
 
 
@@ -56,13 +74,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import RunOptions, run_grid
 
     cfg = load_config(args.config)  # validates everything before anything is written
-    data_root = args.data_root or os.environ.get("EBYD_DATA_ROOT")
-    if data_root is None:
-        raise BenchmarkError("no data root: pass --data-root PATH or set EBYD_DATA_ROOT")
+    data_root = _data_root(args.data_root)
     device = args.device or cfg.device
     _check_device(device)
     opts = RunOptions(out_dir=args.out, cache_dir=args.cache_dir or default_cache_dir(),
-                      data_root=Path(data_root), device=device)
+                      data_root=data_root, device=device)
     summary = run_grid(cfg, opts)
     print(f"{summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
           f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
@@ -70,18 +86,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from reports import render_leaderboard
-    from results import load_results
+def _data_root(arg: Path | None) -> Path:
+    root = arg or os.environ.get("EBYD_DATA_ROOT")
+    if root is None:
+        raise BenchmarkError("no data root: pass --data-root PATH or set EBYD_DATA_ROOT")
+    return Path(root)
 
-    try:
-        records = load_results(*args.dirs)
-    except FileNotFoundError as exc:
-        raise BenchmarkError(str(exc)) from None
-    if records.empty:
-        raise BenchmarkError("no result records found")
-    paths = render_leaderboard(records, args.out or args.dirs[0])
-    for p in paths.values():
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from attacks_registry.gallery import render_gallery
+    from benchmark.cache import default_cache_dir
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    if args.config is None:
+        from benchmark.registries import DATASETS
+
+        paths = render_gallery(DATASETS.get("cifar10")(_data_root(args.data_root), cache_dir=cache_dir), args.out)
+    else:
+        from benchmark.config import load_config
+        from benchmark.runner import GridRun, RunOptions
+
+        cfg = load_config(args.config)
+        run = GridRun(cfg, RunOptions(args.out, cache_dir, _data_root(args.data_root), cfg.device))
+        attacks = [{"name": a.name, **a.params} for a in cfg.attacks]
+        paths = render_gallery(run.data, args.out, attacks, cfg.seeds[0], ctx_factory=run.attack_context)
+    for p in paths:
         print(p)
     return 0
 
@@ -102,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_ls(args.kind)
         if args.command == "run":
             return _cmd_run(args)
-        return _cmd_report(args)
+        return args.handler(args)  # gallery and the reporting subcommands
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

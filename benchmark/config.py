@@ -39,13 +39,19 @@ class MethodSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    #: display name in tables, to tell apart two entries of one method with different parameters
+    label: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> "MethodSpec":
         if isinstance(raw, str):
             return cls(name=raw)
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            return cls(name=raw["name"], params={k: v for k, v in raw.items() if k != "name"})
+            label = raw.get("label")
+            if label is not None and not isinstance(label, str):
+                raise ValueError(f"'label' must be a string, got {label!r}")
+            return cls(name=raw["name"], label=label,
+                       params={k: v for k, v in raw.items() if k not in ("name", "label")})
         raise ValueError(f"expected a name or a mapping with a 'name' key, got {raw!r}")
 
     @property

@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from tqdm import tqdm
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +62,9 @@ class LocalExecutor:
         consumers = {s.key: sum(s.key in t.deps for t in order) for s in order}
         outputs: dict[str, Any] = {}
         sinks: dict[str, Any] = {}
-        for stage in order:
+        bar = tqdm(order, desc="grid", unit="stage", disable=not order)
+        for stage in bar:
+            bar.set_postfix_str(stage.label, refresh=True)
             log.info("stage %s", stage.label)
             result = stage.fn({d: outputs[d] for d in stage.deps})
             for dep in stage.deps:

@@ -58,11 +58,8 @@ class Registry(Generic[T]):
         if existing is not None and existing.target is not obj and not isinstance(existing.target, str):
             raise ValueError(f"{self.kind} '{name}' is already registered ({existing.source})")
         self._entries[name] = _Entry(obj, source)
-        if not isinstance(obj, str) and not hasattr(obj, "registry_name"):
-            try:
-                obj.registry_name = name  # lets a class report the name it is registered under
-            except (AttributeError, TypeError):
-                pass
+        if not isinstance(obj, str):
+            _name_it(obj, name)
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; imports a lazy entry on first use."""
@@ -73,6 +70,7 @@ class Registry(Generic[T]):
         if isinstance(entry.target, str):
             module_name, _, attr = entry.target.partition(":")
             entry.target = getattr(importlib.import_module(module_name), attr)
+            _name_it(entry.target, name)
         return entry.target  # type: ignore[return-value]
 
     def source(self, name: str) -> str:
@@ -106,3 +104,12 @@ class Registry(Generic[T]):
             dist = ep.dist.name if ep.dist is not None else "unknown"
             if ep.name not in self._entries:
                 self._entries[ep.name] = _Entry(ep.value, f"plugin:{dist}")
+
+
+def _name_it(obj: object, name: str) -> None:
+    """Let a registered class report the name it is registered under (``obj.registry_name``)."""
+    if "registry_name" not in getattr(obj, "__dict__", {}):
+        try:
+            obj.registry_name = name  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            pass

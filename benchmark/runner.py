@@ -282,6 +282,7 @@ class GridRun:
                                      self.device, desc=f"train {spec.name}")
             meta = {"config": self.model_key_payload(spec, seed), "train_seconds": time.perf_counter() - t0,
                     "poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx)),
+                    "metrics": {**self.evaluate(model, attack), "test_images": int(len(self.test_idx))},
                     "provenance": self.provenance}
             self.cache.save("models", key, model.state_dict(), meta)
             self.models_trained += 1
@@ -295,15 +296,18 @@ class GridRun:
                 return Artifacts(key, art.tensors, art.meta, cached=True)
             attack = self.attack(atk, seed)
             trace_metrics: dict[int, dict[str, float]] = {}
+            monitor_seconds = [0.0]
 
             def monitor(step: int, model: nn.Module) -> None:  # test metrics for BEM; never seen by the method
+                start = time.perf_counter()
                 trace_metrics[step] = self.evaluate(model, attack, self.cfg.trace_eval_size)
+                monitor_seconds[0] += time.perf_counter() - start
 
-            t0 = time.perf_counter()
             model = self.load_model(model_art.tensors)
             trace_metrics[0] = self.evaluate(model, attack, self.cfg.trace_eval_size)
+            t0 = time.perf_counter()
             result = build_method(EXPOSURES, spec, "exposure").expose(model, self.method_context(seed, monitor))
-            seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0 - monitor_seconds[0]  # the method's own time, not the harness's
             trace = [{**row, **{f"test_{k}": v for k, v in trace_metrics.get(row["step"], {}).items()}}
                      for row in result.trace]
             exposed = self.evaluate(result.model, attack)
@@ -327,12 +331,12 @@ class GridRun:
             m = exp_art.meta
             exposed = ExposureResult(self.load_model(exp_art.tensors), m["label"], m["label_share"], m["shares"],
                                      m["trace"], m["stop_reason"])
+        before = self._before_metrics(model_art.key, model, attack)
         defense = build_method(DEFENSES, dfn, "defense")
         t0 = time.perf_counter()
         out = defense.defend(model, exposed, self.method_context(seed))
         defend_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        before = self._before_metrics(model_art.key, model, attack)
         # a detector leaves the deployed model as it was: its CA/ASR are the undefended ones
         metrics = dict(before) if out.model is None else self.evaluate(out.model, attack)
         fields = dict(out.fields)
@@ -344,20 +348,21 @@ class GridRun:
                    "evaluate": time.perf_counter() - t0}
         record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings)
         self.store.append(record)
-        log.info("cell %s: %s", record["label"], {k: round(v, 4) for k, v in metrics.items()})
+        log.info("cell %s: %s", record["label"], {k: None if v is None else round(v, 4) for k, v in metrics.items()})
         return record
 
     def _record(self, atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings) -> dict:
         attack = self.attack(atk, seed)
         record: dict[str, Any] = {
             "cell_key": key, "cache_key": model_art.key, "config_name": self.cfg.name,
-            "label": f"{atk.name} × {exp.name} × {dfn.name}",
+            "label": f"{atk.name} × {exp.name} × {dfn.label or dfn.name}",
             "dataset": self.data.name, "dataset_note": self.data.note, "model": self.cfg.model.name,
             "model_note": "; ".join(self.setting_notes(attack)),
             "model_params": self.cfg.model.params, "recipe": self.recipe.name,
             "attack": atk.name, "attack_params": attack.params(), "target": attack.target,
             "poison_rate": attack.poison_rate, "exposure": None if exp.name == "none" else exp.name,
-            "defense": dfn.name, "defense_params": defense.params(), "defense_category": defense.category,
+            "defense": dfn.name, "defense_label": dfn.label or dfn.name, "defense_params": defense.params(), "defense_category": defense.category,
+            "defense_uses_exposure": defense.uses_exposure,
             "seed": seed, **metrics, "ca_before": before["ca"], "asr_before": before["asr"],
             "config_hash": stable_hash(self.cfg.model_dump(mode="json")),
             "defense_info": fields, "eval_test_size": int(len(self.test_idx)),

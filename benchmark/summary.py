@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -28,5 +29,68 @@ def exposure_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
+def _nc_models(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (exposure, model) among the ``nc`` cells, with their ``defense_info``."""
+    if records.empty or "defense_info" not in records or "defense" not in records:
+        return pd.DataFrame(columns=["exposure_name", "cache_key", "attack", "defense_info"])
+    rows = records[records["defense"] == "nc"].copy()
+    rows["exposure_name"] = rows["exposure"].fillna("none") if "exposure" in rows else "none"
+    return rows.drop_duplicates(subset=["exposure_name", "cache_key"])
+
+
+def _finite(values: Any) -> np.ndarray:
+    """Scores as floats with ±∞ (NC's MAD = 0 case) mapped to the largest finite values (order kept)."""
+    arr = np.asarray(values, dtype=float)
+    return np.clip(arr, -np.finfo(float).max, np.finfo(float).max)
+
+
+def _auroc(positive: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(positive, _finite(scores))) if len(set(positive.tolist())) == 2 else None
+
+
+def model_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:
+    """Model-level DR of NC (reference §6.3): backdoored models (``attack != "none"``) are positives,
+    the ``attack: none`` controls negatives, one score per model.
+
+    ``"nc"``: plain NC cells (no exposure), score = anomaly index. ``"<exposure>+nc"``: X+NC cells,
+    score = −L1 of the exposed label's mask (a smaller trigger = more suspicious). None when the grid
+    lacks either population or a cell lacks its score; a key only for exposures that have NC cells.
+    (The exposure-label-share score is :func:`exposure_detection_auroc`.)
+    """
+    out: dict[str, float | None] = {}
+    for exposure, group in _nc_models(records).groupby("exposure_name"):
+        if exposure == "none":
+            key, scores = "nc", [info.get("anomaly_index") for info in group["defense_info"]]
+        else:
+            key = f"{exposure}+nc"
+            scores = [None if info.get("nc_label_l1") is None else -info["nc_label_l1"]
+                      for info in group["defense_info"]]
+        positive = (group["attack"] != "none").to_numpy(dtype=int)
+        out[key] = None if any(s is None for s in scores) else _auroc(positive, np.asarray(scores, float))
+    return out
+
+
+def label_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:
+    """Label-level DR of plain NC (reference §6.3): per backdoored model, the AUROC of the signed
+    per-label scores (med − l_t)/MAD with the attack's target as the one positive label, averaged over
+    models. ``{}`` without plain NC cells; None without a backdoored one."""
+    rows = _nc_models(records)
+    rows = rows[rows["exposure_name"] == "none"]
+    if rows.empty:
+        return {}
+    per_model = []
+    for _, row in rows[rows["attack"] != "none"].iterrows():
+        scores = row["defense_info"].get("nc_label_scores")
+        if scores is None or row.get("target") is None or not 0 <= int(row["target"]) < len(scores):
+            continue
+        positive = (np.arange(len(scores)) == int(row["target"])).astype(int)
+        per_model.append(_auroc(positive, np.asarray(scores, float)))
+    return {"nc": float(np.mean(per_model)) if per_model else None}
+
+
 def grid_statistics(records: pd.DataFrame) -> dict[str, Any]:
-    return {"exposure_detection_auroc": exposure_detection_auroc(records)}
+    return {"exposure_detection_auroc": exposure_detection_auroc(records),
+            "model_detection_auroc": model_detection_auroc(records),
+            "label_detection_auroc": label_detection_auroc(records)}

@@ -30,12 +30,15 @@ def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     return (x - m) / s
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """RandomCrop(32, padding=4) + RandomHorizontalFlip on a [0, 1] NCHW batch, seeded."""
+def augment(x: torch.Tensor, generator: torch.Generator, crop: bool = True) -> torch.Tensor:
+    """RandomCrop(32, padding=4) (unless ``crop=False``) + RandomHorizontalFlip on a [0, 1] NCHW batch."""
     n, _, h, w = x.shape
-    dy = torch.randint(0, 9, (n,), generator=generator)
-    dx = torch.randint(0, 9, (n,), generator=generator)
-    out = _crop(F.pad(x, (4, 4, 4, 4)), dy, dx, h, w)
+    if crop:
+        dy = torch.randint(0, 9, (n,), generator=generator)
+        dx = torch.randint(0, 9, (n,), generator=generator)
+        out = _crop(F.pad(x, (4, 4, 4, 4)), dy, dx, h, w)
+    else:
+        out = x.clone()
     flip = torch.rand(n, generator=generator) < 0.5
     out[flip] = out[flip].flip(3)
     return out

@@ -27,7 +27,8 @@ class TrainRecipe:
     schedule: Literal["multistep", "onecycle", "cosine"] = "multistep"
     milestones: tuple[int, ...] = (60, 120)
     gamma: float = 0.1
-    augment: bool = True
+    #: "crop_flip" (the paper's), "flip" (keeps corner triggers fully visible) or "none"
+    augmentation: Literal["crop_flip", "flip", "none"] = "crop_flip"
 
 
 def _scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch: int):
@@ -55,7 +56,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
     bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="step", leave=False)
     for _ in range(recipe.epochs):
         for idx in batches(len(y_all), recipe.batch_size, gen):
-            x = augment(x_all[idx], gen) if recipe.augment else x_all[idx]
+            x = augment(x_all[idx], gen, crop=recipe.augmentation == "crop_flip") \
+                if recipe.augmentation != "none" else x_all[idx]
             x = normalize(x).to(device).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), y_all[idx].to(device))
             opt.zero_grad(set_to_none=True)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 NO_DEFENSE = "No defense"
 CLEAN_ATTACK = "none"
+DETECTOR_CATEGORIES = ("model_inspection", "input_filtering")
+AGGREGATE_COLUMNS = ("ca", "ca_std", "asr", "asr_std", "n", "tip")
 REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
-FLOAT_COLUMNS = ("ca", "asr", "exposed_label", "exposed_ca", "exposed_asr")
+FLOAT_COLUMNS = ("ca", "asr", "ca_before", "asr_before", "exposed_label", "exposed_label_share",
+                 "exposed_ca", "exposed_asr", "bem", "target")
 OPTIONAL_COLUMNS = (
-    "exposure", "seed", "asr", "cell_key", "cache_key", "exposed_label", "exposed_ca",
-    "exposed_asr", "timings", "hardware", "provenance", "dataset_note", "model_note",
+    "defense_label",
+    "exposure", "seed", "asr", "cell_key", "cache_key", "exposure_key", "config_hash", "exposed_label",
+    "exposed_label_share", "exposed_ca", "exposed_asr", "bem", "target", "ca_before", "asr_before",
+    "defense_info", "defense_category", "defense_uses_exposure", "exposure_trace", "timings", "hardware", "provenance",
+    "dataset_note", "model_note", "source",
 )
 
 
@@ -34,6 +41,11 @@ def method_label(exposure: Any, defense: Any) -> str:
     return name if is_missing(exposure) else f"{str(exposure).strip().upper()}+{name}"
 
 
+def is_ebyd(method: str) -> bool:
+    """EBYD's removal: RP on an exposed model ("CUL+RP") or its no-exposure ablation ("RP")."""
+    return method.upper() == "RP" or method.upper().endswith("+RP")
+
+
 def wall_seconds(timings: Any) -> float:
     """Wall-clock of one cell: `timings["total"]` if present, else the sum of all stage times."""
     if not isinstance(timings, dict):
@@ -44,7 +56,7 @@ def wall_seconds(timings: Any) -> float:
 
 
 def normalize(records: pd.DataFrame) -> pd.DataFrame:
-    """Validate columns, add missing optional ones, coerce numbers and add `method`/`wall_s`."""
+    """Validate columns, add missing optional ones, drop repeated cells, coerce numbers, add `method`/`wall_s`."""
     missing = [c for c in REQUIRED_COLUMNS if c not in records.columns]
     if missing:
         raise ValueError(f"results records lack required columns: {missing}")
@@ -52,11 +64,18 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     for col in OPTIONAL_COLUMNS:
         if col not in df.columns:
             df[col] = None
+    # the same cell in several merged stores is one experiment, not several seeds: keep its last record
+    repeated = df["cell_key"].map(lambda k: not is_missing(k)) & df.duplicated("cell_key", keep="last")
+    df = df[~repeated]
     for col in FLOAT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in ("dataset", "model", "attack"):
         df[col] = df[col].astype(str)
-    df["method"] = [method_label(e, d) for e, d in zip(df["exposure"], df["defense"])]
+    # a defense that ignores the exposure is labelled without its prefix when the record says so
+    exposures = [None if isinstance(u, (bool, np.bool_)) and not u else e
+                 for e, u in zip(df["exposure"], df["defense_uses_exposure"])]
+    names = [d if is_missing(lbl) else lbl for d, lbl in zip(df["defense"], df["defense_label"])]
+    df["method"] = [method_label(e, d) for e, d in zip(exposures, names)]
     df["wall_s"] = df["timings"].map(wall_seconds)
     return df
 
@@ -96,6 +115,23 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index()
 
 
+def removal_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Records of methods that hand back a model: not detectors, and with a measured CA.
+
+    A detector (``defense_category`` model_inspection or input_filtering) leaves the deployed model
+    as it was, so its CA/ASR are the undefended ones; it belongs in the detection tables, not here.
+    """
+    return df[~df["defense_category"].isin(DETECTOR_CATEGORIES) & df["ca"].notna()]
+
+
+def removal_aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """`aggregate` of the removal records of a slice (an empty frame with its columns when there are none)."""
+    rows = removal_rows(df)
+    if rows.empty:
+        return pd.DataFrame(columns=["dataset", "model", "attack", "method", *AGGREGATE_COLUMNS])
+    return aggregate(rows)
+
+
 def matrix(agg: pd.DataFrame, value: str = "ca") -> pd.DataFrame:
     """Attack x method matrix of one aggregated column for one (dataset, model) slice of `aggregate`."""
     table = agg.pivot(index="attack", columns="method", values=value)
@@ -117,20 +153,38 @@ def deltas(avg: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def exposure_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (attack, exposure): exposed label(s) and mean exposed CA/ASR in %, one row per seed counted once."""
-    cols = ["exposed_label", "exposed_ca", "exposed_asr"]
+    """Per (attack, exposure): exposed label(s), target, label share, exposed CA/ASR in % and BEM.
+
+    Every exposure is shared by all defenses of its grid row, so each (attack, exposure, seed)
+    counts once; the means run over seeds.
+    """
+    cols = ["exposed_label", "exposed_label_share", "exposed_ca", "exposed_asr", "bem"]
+    out_cols = ["attack", "exposure", "target", *cols, "n"]
     rows = df[~df["exposure"].map(is_missing) & df[cols].notna().any(axis=1)]
     if rows.empty:
-        return pd.DataFrame(columns=["attack", "exposure", *cols])
+        return pd.DataFrame(columns=out_cols)
     rows = rows.assign(exposure=rows["exposure"].astype(str).str.upper(), seed=rows["seed"].astype(str))
     rows = rows.drop_duplicates(subset=["attack", "exposure", "seed"])
     out = rows.groupby(["attack", "exposure"], sort=False).agg(
-        exposed_label=("exposed_label", lambda s: "/".join(str(int(v)) for v in sorted(s.dropna().unique()))),
-        exposed_ca=("exposed_ca", "mean"), exposed_asr=("exposed_asr", "mean"))
-    out[["exposed_ca", "exposed_asr"]] *= 100.0
+        target=("target", _labels), exposed_label=("exposed_label", _labels),
+        exposed_label_share=("exposed_label_share", "mean"), exposed_ca=("exposed_ca", "mean"),
+        exposed_asr=("exposed_asr", "mean"), bem=("bem", "mean"), n=("seed", "size"))
+    out[["exposed_label_share", "exposed_ca", "exposed_asr"]] *= 100.0
     out = out.reset_index()
     rank = out["attack"].map({a: i for i, a in enumerate(attack_order(out["attack"]))})
-    return out.assign(_rank=rank).sort_values(["_rank", "exposure"]).drop(columns="_rank").reset_index(drop=True)
+    out = out.assign(_rank=rank).sort_values(["_rank", "exposure"]).drop(columns="_rank").reset_index(drop=True)
+    return out[out_cols]
+
+
+def _labels(values: pd.Series) -> str:
+    """Distinct class labels as "0" or "0/3"."""
+    return "/".join(str(int(v)) for v in sorted(values.dropna().unique()))
+
+
+def slices(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(dataset, model, rows) for every (dataset, model) pair, sorted."""
+    pairs = sorted(set(zip(df["dataset"], df["model"])))
+    return [(d, m, df[(df["dataset"] == d) & (df["model"] == m)]) for d, m in pairs]
 
 
 def unique_text(values: Iterable[Any]) -> list[str]:
@@ -140,17 +194,3 @@ def unique_text(values: Iterable[Any]) -> list[str]:
         if not is_missing(v):
             seen.setdefault(str(v).strip(), None)
     return list(seen)
-
-
-def provenance(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """(key, value) pairs summarising provenance and hardware dicts across all rows."""
-    dicts = [p for p in df["provenance"] if isinstance(p, dict)]
-    first = ["git_commit", "package_version"]
-    keys = [k for k in first if any(k in p for p in dicts)]
-    keys += sorted({k for p in dicts for k in p} - set(first))
-    pairs = [(k, ", ".join(unique_text(p.get(k) for p in dicts))) for k in keys]
-    hardware = unique_text(", ".join(f"{k}={v}" for k, v in h.items())
-                           for h in df["hardware"] if isinstance(h, dict) and h)
-    if hardware:
-        pairs.append(("hardware", "; ".join(hardware)))
-    return pairs

@@ -60,6 +60,13 @@ def test_method_label(exposure, defense, label) -> None:
     assert tables.method_label(exposure, defense) == label
 
 
+def test_label_drops_exposure_for_defenses_that_ignore_it() -> None:
+    rows = pd.DataFrame([_row("badnets", "cul", "ft", 0.9, 0.5, defense_uses_exposure=False),
+                         _row("badnets", "cul", "rp", 0.9, 0.1, defense_uses_exposure=True),
+                         _row("blended", "cul", "rp", 0.9, 0.1)])
+    assert list(tables.normalize(rows)["method"]) == ["FT", "CUL+RP", "CUL+RP"]
+
+
 def test_matrix_values_and_order(records: pd.DataFrame) -> None:
     agg = _agg(records)
     ca, asr = tables.matrix(agg, "ca"), tables.matrix(agg, "asr")

@@ -1,3 +1,5 @@
 """Image attacks; importing this package registers them all."""
 
-from attacks_registry.image import badnets, blend, none, wanet  # noqa: F401
+from attacks_registry.image import (  # noqa: F401
+    adv, badnets, blend, dynamic, nash, none, onepixel, sig, smooth, trojan, wanet,
+)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.defenses.common import swap_norm
 from benchmark.defenses.masked_bn import MaskedBatchNorm2d, batchnorms
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
@@ -64,17 +65,14 @@ class RecoverPruning(Defense):
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
-        if ctx.model_factory is None:
-            raise ValueError("rp needs ctx.model_factory to build a masked copy of the model")
-        net = ctx.model_factory(norm_layer=MaskedBatchNorm2d).to(ctx.device)
-        missing, unexpected = net.load_state_dict(exposed.state_dict(), strict=False)
-        if unexpected or any(not k.endswith("neuron_mask") for k in missing):
-            raise ValueError(f"masked model does not match the exposed model: {missing} {unexpected}")
+        net = self.recover_network(exposed, data, ctx)
+        return [p.detach().cpu().clone() for n, p in net.named_parameters() if n.endswith("neuron_mask")]
+
+    def recover_network(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> nn.Module:
+        """Step 1 as a network: the masked-BN copy of the exposed model after recovery (m ⊙ θ_b, with
+        the BN running statistics recovery left behind); recovery-only (§7.2) evaluates exactly this."""
+        net = swap_norm(exposed, ctx, MaskedBatchNorm2d, ["neuron_mask"])
         mask_params = [p for n, p in net.named_parameters() if n.endswith("neuron_mask")]
-        for p in net.parameters():
-            p.requires_grad_(False)
-        for p in mask_params:
-            p.requires_grad_(True)
         opt = torch.optim.SGD(mask_params, lr=self.lr, momentum=self.momentum)
         gen = ctx.generator(salt=2)
         x_all, y_all = to_unit(data.images), torch.as_tensor(data.labels)
@@ -89,19 +87,26 @@ class RecoverPruning(Defense):
                 with torch.no_grad():
                     for p in mask_params:
                         p.clamp_(0.0, 1.0)
-        return [p.detach().cpu().clone() for p in mask_params]
+        return net.eval()
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor],
                          ctx: MethodContext) -> tuple[float | None, list[dict]]:
         """Largest t whose pruned θ keeps D_d accuracy ≥ acc₀ − max_acc_drop (None if none does)."""
-        acc0 = ctx.clean_accuracy(model)
-        best, sweep = None, []
-        for t in self.thresholds:
-            acc = ctx.clean_accuracy(prune(model, masks, t))
-            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": int(sum(int((m <= t).sum()) for m in masks))})
-            if acc >= acc0 - self.max_acc_drop:
-                best = t
-        return best, sweep
+        return select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
+
+
+def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodContext,
+                      thresholds: tuple[float, ...], max_acc_drop: float) -> tuple[float | None, list[dict]]:
+    """The reference's D_d-only rule (§7.1-6), shared with ANP: the largest t in ``thresholds`` whose
+    pruned θ keeps un-augmented D_d accuracy ≥ acc₀ − ``max_acc_drop``; None if none does."""
+    acc0 = ctx.clean_accuracy(model)
+    best, sweep = None, []
+    for t in thresholds:
+        acc = ctx.clean_accuracy(prune(model, masks, t))
+        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": int(sum(int((m <= t).sum()) for m in masks))})
+        if acc >= acc0 - max_acc_drop:
+            best = t
+    return best, sweep
 
 
 def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.metrics import prediction_shares
+from benchmark.exposures.common import clean_stats
 from benchmark.methods import Exposure, ExposureResult, MethodContext, read_off_label
 from benchmark.registries import EXPOSURES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -50,7 +50,7 @@ class CleanUnlearning(Exposure):
                 loss.backward()
                 opt.step()
             sched.step()
-            dd_acc, dd_loss, shares = _clean_stats(net, x_all, y_all, ctx.device)
+            dd_acc, dd_loss, shares = clean_stats(net, x_all, y_all, ctx.device)
             trace.append({"step": epoch + 1, "dd_acc": dd_acc, "dd_loss": dd_loss, "shares": shares})
             ctx.monitor(epoch + 1, net)
             if dd_acc <= ca_min or dd_loss >= self.loss_bound:
@@ -59,14 +59,3 @@ class CleanUnlearning(Exposure):
         net.eval()
         label, share, shares = read_off_label(net, ctx)
         return ExposureResult(net, label, share, shares, trace, stop_reason)
-
-
-@torch.no_grad()
-def _clean_stats(net: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor,
-                 device: str) -> tuple[float, float, list[float]]:
-    """Eval-mode accuracy, mean CE and prediction histogram on un-augmented D_d."""
-    net.eval()
-    logits = torch.cat([net(normalize(x_all[i:i + 512]).to(device)).cpu() for i in range(0, len(y_all), 512)])
-    shares = prediction_shares(logits.argmax(1).numpy(), logits.shape[1])
-    return (float((logits.argmax(1) == y_all).float().mean()), float(F.cross_entropy(logits, y_all)),
-            [round(float(v), 4) for v in shares])

@@ -1,0 +1,25 @@
+"""OnePixel: pixel (16, 16) set to 255 in all three channels (reference §3.3-1, MTBA/PT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from attacks_registry.base import ImageAttack
+from benchmark.registries import ATTACKS
+
+
+@ATTACKS.register("onepixel")
+@dataclass
+class OnePixel(ImageAttack):
+    """Set pixel (row, col) = (16, 16) to white; rate 0.10, target 0 (Table VIII)."""
+
+    poison_rate: float = 0.10
+    row: int = 16
+    col: int = 16
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        out = images.copy()
+        out[:, self.row, self.col, :] = 255
+        return out

@@ -1,0 +1,126 @@
+"""ANP — Adversarial Neuron Pruning (Wu & Wang 2021; paper App. B; reference §7.3 [D]).
+
+Every BN layer becomes a :class:`NoisyBatchNorm2d` with a per-channel mask m (init 1) and noise
+(δ, ξ): perturbed scale γ·(m + δ) and shift β·(1 + ξ); unperturbed γ·m and β. Per iteration, on a
+batch of 128 drawn with replacement from augmented ``D_d`` (model in train mode, as ANP's code):
+
+1. δ, ξ ~ U(−ε, ε); one signed ascent step of size ε on the CE, then clamp to [−ε, ε] (the EBYD
+   copy clamps; ANP's original does not);
+2. masks: SGD (lr 0.2, momentum 0.9) on α·CE(unperturbed) + (1 − α)·CE(perturbed), clamp to [0, 1].
+
+After ``iterations`` (2000) the ORIGINAL θ is pruned, γ_k := 0 for m_k ≤ ``threshold`` (0.2, the ANP
+paper's default, *unverified*), or with ``selection="dd_rule"`` by RP's ``D_d``-only rule (§7.1-6).
+The test-ASR-based threshold choice of other suites is never used.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.defenses.common import defense_tensors, swap_norm
+from benchmark.defenses.rp import prune, select_by_dd_rule
+from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+from benchmark.tensors import augment, normalize
+
+NOISY_PARAMS = ("neuron_mask", "neuron_noise", "neuron_noise_bias")
+
+
+class NoisyBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm with a per-channel mask on γ and multiplicative noise on γ and β (ANP's layer)."""
+
+    def __init__(self, num_features: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.neuron_mask = nn.Parameter(torch.ones(num_features))
+        self.neuron_noise = nn.Parameter(torch.zeros(num_features))
+        self.neuron_noise_bias = nn.Parameter(torch.zeros(num_features))
+        self.perturbed = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.perturbed:
+            weight = self.weight * (self.neuron_mask + self.neuron_noise)
+            bias = self.bias * (1 + self.neuron_noise_bias)
+        else:
+            weight, bias = self.weight * self.neuron_mask, self.bias
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, use_batch_stats,
+                            self.momentum if self.momentum is not None else 0.0, self.eps)
+
+
+@DEFENSES.register("anp")
+@dataclass
+class AdversarialNeuronPruning(Defense):
+    """Learn BN masks robust to adversarial neuron noise (ε 0.4, α 0.2), prune m ≤ 0.2 on θ."""
+
+    eps: float = 0.4
+    alpha: float = 0.2
+    lr: float = 0.2
+    momentum: float = 0.9
+    iterations: int = 2000
+    batch_size: int = 128
+    selection: Literal["threshold", "dd_rule"] = "threshold"
+    threshold: float = 0.2
+    max_acc_drop: float = 0.05
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70 (dd_rule)
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        masks = self.learn_masks(model, ctx)
+        if self.selection == "dd_rule":
+            t, sweep = select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
+        else:
+            t, sweep = self.threshold, []
+        fields = {"anp_threshold": t, "anp_sweep": sweep, "anp_masks_total": int(sum(m.numel() for m in masks))}
+        if t is None:
+            fields["anp_infeasible"] = True
+            return DefenseResult(copy.deepcopy(model), fields)
+        fields["anp_pruned"] = int(sum(int((m <= t).sum()) for m in masks))
+        return DefenseResult(prune(model, masks, t), fields)
+
+    def learn_masks(self, model: nn.Module, ctx: MethodContext) -> list[torch.Tensor]:
+        """ANP's mask optimisation on D_d; one mask tensor per BN layer, in module order."""
+        net = swap_norm(model, ctx, NoisyBatchNorm2d, NOISY_PARAMS)
+        layers = [m for m in net.modules() if isinstance(m, NoisyBatchNorm2d)]
+        masks = [bn.neuron_mask for bn in layers]
+        noise = [p for bn in layers for p in (bn.neuron_noise, bn.neuron_noise_bias)]
+        opt = torch.optim.SGD(masks, lr=self.lr, momentum=self.momentum)
+        gen = ctx.generator(salt=16)
+        x_all, y_all = defense_tensors(ctx)
+        net.train()
+        for _ in range(self.iterations):
+            idx = torch.randint(0, len(y_all), (self.batch_size,), generator=gen)  # with replacement
+            x, y = normalize(augment(x_all[idx], gen)).to(ctx.device), y_all[idx].to(ctx.device)
+            self._adversarial_noise(net, layers, noise, x, y, gen)
+            _set_perturbed(layers, True)
+            loss_rob = F.cross_entropy(net(x), y)
+            _set_perturbed(layers, False)
+            loss = self.alpha * F.cross_entropy(net(x), y) + (1 - self.alpha) * loss_rob
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for m in masks:
+                    m.clamp_(0.0, 1.0)
+        return [m.detach().cpu().clone() for m in masks]
+
+    def _adversarial_noise(self, net: nn.Module, layers: list[NoisyBatchNorm2d], noise: list[nn.Parameter],
+                           x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> None:
+        """Fresh δ, ξ ~ U(−ε, ε), one signed ascent step of ε on the CE, clamp to [−ε, ε]."""
+        with torch.no_grad():
+            for p in noise:
+                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * self.eps)
+        _set_perturbed(layers, True)
+        grads = torch.autograd.grad(F.cross_entropy(net(x), y), noise)
+        with torch.no_grad():
+            for p, g in zip(noise, grads):
+                p.add_(self.eps * g.sign()).clamp_(-self.eps, self.eps)
+
+
+def _set_perturbed(layers: list[NoisyBatchNorm2d], on: bool) -> None:
+    for bn in layers:
+        bn.perturbed = on

@@ -1,0 +1,73 @@
+"""NAD — Neural Attention Distillation (Li et al. 2021; reference §7.3 [D], the EBYD copy).
+
+1. Teacher: θ fine-tuned on augmented ``D_d`` for ``teacher_epochs`` (11, "epochs 0..10").
+2. Student: θ trained ``epochs`` (11) on augmented ``D_d`` with CE + Σ_l β_l·AT_l, where for the
+   outputs of layer2, layer3 and layer4 (the ``stage_outputs``) A(f) = channel-mean of |f|^p (p = 2),
+   flattened and L2-normalised over space (ε 1e-5), and AT = mean squared difference between the
+   student's and the (eval-mode, frozen) teacher's A.
+Both use SGD lr 0.01 (constant), momentum 0.9, wd 1e-4, nesterov, batch 64. β = 5000 for every
+layer, fixed in advance (§9 row 32); the paper's test-tuned β sweep is an oracle, not implemented.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.defenses.common import capture, finetune, train_on_dd
+from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+
+
+@DEFENSES.register("nad")
+@dataclass
+class NeuralAttentionDistillation(Defense):
+    """Fine-tuned teacher, then attention distillation on layer2–4 (β 5000 each) into θ."""
+
+    teacher_epochs: int = 11
+    epochs: int = 11
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = True
+    batch_size: int = 64
+    layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
+    betas: tuple[float, ...] = (5000.0, 5000.0, 5000.0)
+    power: float = 2.0
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if len(self.layers) != len(self.betas):
+            raise ValueError(f"nad: {len(self.layers)} layers but {len(self.betas)} betas")
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        sgd = dict(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay, nesterov=self.nesterov)
+        teacher = finetune(model, ctx, epochs=self.teacher_epochs, batch_size=self.batch_size, salt=14, **sgd)
+        teacher.requires_grad_(False)
+        student = copy.deepcopy(model).to(ctx.device)
+        opt = torch.optim.SGD(student.parameters(), **sgd)
+        with capture(student, self.layers) as s_out, capture(teacher, self.layers) as t_out:
+            def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    teacher.eval()(x)
+                loss = F.cross_entropy(net(x), y)
+                for name, beta in zip(self.layers, self.betas):
+                    loss = loss + beta * self.attention_loss(s_out[name], t_out[name])
+                return loss
+
+            train_on_dd(student, ctx, opt, self.epochs, self.batch_size, salt=15, loss_fn=loss_fn)
+        fields = {"nad_teacher_dd_acc": round(ctx.clean_accuracy(teacher), 4), "nad_betas": list(self.betas),
+                  "nad_layers": list(self.layers)}
+        return DefenseResult(student, fields)
+
+    def attention(self, f: torch.Tensor) -> torch.Tensor:
+        """A(f): channel-mean of |f|^p, flattened and L2-normalised over space."""
+        a = f.abs().pow(self.power).mean(1).flatten(1)
+        return a / (a.norm(dim=1, keepdim=True) + self.eps)
+
+    def attention_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return (self.attention(student) - self.attention(teacher)).pow(2).mean()

@@ -1,0 +1,231 @@
+"""NC — Neural Cleanse (Wang et al. 2019) on θ, or on an exposed θ_b ("X+NC"); reference §6.1.
+
+Trigger reverse-engineering for a label t: a mask m ∈ [0,1]^{H×W} and a pattern p ∈ [0,1]^{3×H×W},
+both parametrised as tanh(·)/(2 − ε) + 0.5 (random init, seeded per label), mixed in pixel space
+x' = (1 − m)·x + m·p and normalised afterwards, minimising CE(f(x'), t) + λ‖m‖₁ over un-augmented
+``D_d`` in batches of 64 with Adam (lr 0.1, β (0.5, 0.9)), model in eval mode. λ follows the NC-orig
+schedule, evaluated once per epoch on the epoch's mean attack accuracy: ×2 after ``patience`` (5)
+epochs at ≥ 0.99, ÷2^1.5 after 5 epochs below. Kept: the mask/pattern at the end of the epoch with
+the lowest mean ‖m‖₁ among epochs with mean attack accuracy ≥ 0.99 (the final one if none reached
+it; ``nc_success`` records which). Early stop (NC-orig rule, patience 10 epochs by the reference's
+[D]): once λ has moved both up and down, stop after ``early_stop_patience`` epochs without a new
+best L1. At most ``epochs`` (50) epochs per label.
+
+Decision without an exposure (all K labels on θ): the anomaly index with the numpy median and
+MAD × 1.4826 (:func:`anomaly_index`); backdoored iff AI ≥ 2; flagged labels have AI_t > 2, the
+first (lowest L1) is ``nc_label``. With an exposure (X+NC, paper Eq. 10): one run, for the exposed
+label on θ_b; the model-level decision uses the exposure statistic (VAR of the ``D_d`` prediction
+shares > 0.01, §6.4) and the mask L1 is recorded (its negative is the model-level DR score, §6.3).
+The recovered trigger (mask, pattern and m·p) is returned as images, the paper's Fig. 7.
+Cost: (K or 1) × ≤ ``epochs`` × ⌈|D_d|/64⌉ forward+backward passes of 64 images.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.defenses.common import defense_tensors
+from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+from benchmark.tensors import batches, normalize
+
+TANH_EPS = 1e-7  # NC-orig's K.epsilon() in tanh(·)/(2 − ε) + 0.5
+
+
+@dataclass
+class Trigger:
+    """One label's reverse-engineered trigger."""
+
+    label: int
+    mask: torch.Tensor  # H×W in [0, 1]
+    pattern: torch.Tensor  # 3×H×W in [0, 1]
+    attack_acc: float  # mean attack accuracy of the epoch the trigger was kept at
+    success: bool  # an epoch reached the attack-success threshold
+    epochs: int
+
+    @property
+    def l1(self) -> float:
+        return float(self.mask.abs().sum())
+
+    def images(self) -> dict[str, np.ndarray]:
+        """Mask (H×W), pattern and m·p (H×W×3) as float arrays in [0, 1]."""
+        pattern = self.pattern.permute(1, 2, 0)
+        return {"nc_mask": self.mask.numpy(), "nc_pattern": pattern.numpy(),
+                "nc_trigger": (pattern * self.mask[..., None]).numpy()}
+
+
+def anomaly_index(l1: list[float], threshold: float = 2.0) -> tuple[float, list[float], list[int]]:
+    """NC's MAD outlier test (§6.1 steps 2–5) on per-label mask norms.
+
+    Returns (AI, per-label signed scores (med − l_t)/MAD, flagged labels sorted by l_t). The median
+    follows numpy (mean of the two middle values for even K) and MAD = 1.4826 · median |l − med|.
+    If MAD = 0: AI = +∞ when min l < med, else 0; label scores are ±∞ by the sign of med − l_t (0 on
+    the median). Flagged: l_t < med and score > ``threshold``.
+    """
+    values = np.asarray(l1, dtype=float)
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    diff = med - values
+    if mad > 0:
+        scores = diff / mad
+    else:
+        scores = np.where(diff > 0, np.inf, np.where(diff < 0, -np.inf, 0.0))
+    ai = float(scores.max()) if len(values) else 0.0
+    flagged = sorted((t for t in range(len(values)) if diff[t] > 0 and scores[t] > threshold),
+                     key=lambda t: (values[t], t))
+    return ai, [float(s) for s in scores], flagged
+
+
+@DEFENSES.register("nc")
+@dataclass
+class NeuralCleanse(Defense):
+    """Reverse-engineer a minimal trigger per label; flag a label whose mask is an L1 outlier."""
+
+    category = "model_inspection"
+    uses_exposure = True
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.1
+    init_cost: float = 1e-3
+    attack_succ_threshold: float = 0.99
+    patience: int = 5
+    cost_multiplier: float = 2.0
+    early_stop: bool = True
+    early_stop_threshold: float = 1.0  # "no improvement" = best L1 ≥ this × the previous best
+    early_stop_patience: int = 10
+    ai_threshold: float = 2.0
+    var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (§6.4)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("nc: epochs and batch_size must be at least 1")
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        start = time.perf_counter()
+        if exposed is None:
+            fields, shown = self._inspect_all(model, ctx)
+        else:
+            fields, shown = self._inspect_exposed(exposed, ctx)
+        fields["nc_seconds"] = round(time.perf_counter() - start, 3)
+        fields["nc_image_label"] = shown.label
+        return DefenseResult(None, fields, shown.images())
+
+    def _inspect_all(self, model: nn.Module, ctx: MethodContext) -> tuple[dict, Trigger]:
+        net = _frozen(model, ctx.device)
+        triggers = [self.reverse_engineer(net, t, ctx) for t in range(ctx.data.num_classes)]
+        l1 = [tr.l1 for tr in triggers]
+        ai, scores, flagged = anomaly_index(l1, self.ai_threshold)
+        label = flagged[0] if flagged else None
+        fields = {"nc_flagged": ai >= self.ai_threshold, "nc_label": label, "anomaly_index": ai,
+                  "nc_flagged_labels": flagged, "nc_label_scores": scores,
+                  "nc_mask_l1": {str(t): v for t, v in enumerate(l1)},
+                  "nc_label_l1": l1[label] if label is not None else None,
+                  "nc_attack_acc": [round(tr.attack_acc, 4) for tr in triggers],
+                  "nc_success": [tr.success for tr in triggers], "nc_epochs": [tr.epochs for tr in triggers]}
+        return fields, triggers[label if label is not None else int(np.argmin(l1))]
+
+    def _inspect_exposed(self, exposed: ExposureResult, ctx: MethodContext) -> tuple[dict, Trigger]:
+        tr = self.reverse_engineer(_frozen(exposed.model, ctx.device), exposed.label, ctx)
+        var = float(np.var(np.asarray(exposed.shares, dtype=float)))  # population variance
+        fields = {"nc_flagged": var > self.var_threshold, "nc_label": exposed.label,
+                  "nc_exposure_var": var, "nc_label_share": float(exposed.label_share),
+                  "nc_mask_l1": {str(exposed.label): tr.l1}, "nc_label_l1": tr.l1,
+                  "nc_attack_acc": round(tr.attack_acc, 4), "nc_success": tr.success, "nc_epochs": tr.epochs}
+        return fields, tr
+
+    def reverse_engineer(self, net: nn.Module, label: int, ctx: MethodContext) -> Trigger:
+        """NC's optimisation for one label on a frozen eval-mode ``net`` (seeded by the label)."""
+        gen = ctx.generator(salt=100 + label)
+        x_all, _ = defense_tensors(ctx)
+        h, w = x_all.shape[-2:]
+        mask_raw = _to_tanh_space(torch.rand(h, w, generator=gen, dtype=torch.float64)).to(ctx.device)
+        pattern_raw = _to_tanh_space(torch.rand(3, h, w, generator=gen, dtype=torch.float64)).to(ctx.device)
+        mask_raw.requires_grad_(True)
+        pattern_raw.requires_grad_(True)
+        opt = torch.optim.Adam([mask_raw, pattern_raw], lr=self.lr, betas=(0.5, 0.9))
+        schedule = _CostSchedule(self)
+        best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        epoch = 0
+        for epoch in range(1, self.epochs + 1):
+            accs, regs = [], []
+            for idx in batches(len(x_all), self.batch_size, gen):
+                mask, pattern = _from_tanh_space(mask_raw), _from_tanh_space(pattern_raw)
+                x = normalize((1 - mask) * x_all[idx].to(ctx.device) + mask * pattern)
+                logits = net(x)
+                target = torch.full((len(idx),), label, device=ctx.device)
+                reg = mask.abs().sum()
+                loss = F.cross_entropy(logits, target) + schedule.cost * reg
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                accs.append(float((logits.argmax(1) == target).float().mean()))
+                regs.append(float(reg.detach()))
+            acc, reg = float(np.mean(accs)), float(np.mean(regs))
+            if acc >= self.attack_succ_threshold and reg < schedule.reg_best:
+                best = (_from_tanh_space(mask_raw).detach(), _from_tanh_space(pattern_raw).detach(), acc)
+                schedule.reg_best = reg
+            if schedule.update(acc):
+                break
+        if best is None:
+            best = (_from_tanh_space(mask_raw).detach(), _from_tanh_space(pattern_raw).detach(), acc)
+        mask, pattern, acc = best
+        return Trigger(label, mask.cpu().clamp(0, 1), pattern.cpu().clamp(0, 1), acc,
+                       schedule.reg_best < math.inf, epoch)
+
+
+class _CostSchedule:
+    """NC-orig's adaptive λ and early-stop bookkeeping, advanced once per epoch."""
+
+    def __init__(self, nc: NeuralCleanse) -> None:
+        self.nc = nc
+        self.cost = nc.init_cost
+        self.reg_best = math.inf
+        self.up = self.down = self.set_count = self.stop_count = 0
+        self.up_flag = self.down_flag = False
+        self.stop_reg_best = math.inf
+
+    def update(self, acc: float) -> bool:
+        """Record one epoch's mean attack accuracy; return True to stop early."""
+        nc, ok = self.nc, acc >= self.nc.attack_succ_threshold
+        if nc.early_stop:
+            if self.reg_best < math.inf:
+                improved = self.reg_best < nc.early_stop_threshold * self.stop_reg_best
+                self.stop_count = 0 if improved else self.stop_count + 1
+            self.stop_reg_best = min(self.reg_best, self.stop_reg_best)
+            if self.up_flag and self.down_flag and self.stop_count >= nc.early_stop_patience:
+                return True
+        if self.cost == 0 and ok:
+            self.set_count += 1
+            if self.set_count >= nc.patience:
+                self.cost, self.up, self.down, self.up_flag, self.down_flag = nc.init_cost, 0, 0, False, False
+        else:
+            self.set_count = 0
+        self.up, self.down = (self.up + 1, 0) if ok else (0, self.down + 1)
+        if self.up >= nc.patience:
+            self.up, self.cost, self.up_flag = 0, self.cost * nc.cost_multiplier, True
+        elif self.down >= nc.patience:
+            self.down, self.cost, self.down_flag = 0, self.cost / nc.cost_multiplier ** 1.5, True
+        return False
+
+
+def _frozen(model: nn.Module, device: str) -> nn.Module:
+    net = copy.deepcopy(model).to(device).eval()
+    return net.requires_grad_(False)
+
+
+def _to_tanh_space(v: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_from_tanh_space`, computed in float64 so 0 and 1 stay finite."""
+    return torch.atanh((v - 0.5) * (2 - TANH_EPS)).float()
+
+
+def _from_tanh_space(raw: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(raw) / (2 - TANH_EPS) + 0.5

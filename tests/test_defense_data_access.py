@@ -1,0 +1,196 @@
+"""A defense may read nothing but what it is given (reference §1.2): the model, the exposure and
+``ctx.data`` = ``D_d``. Never the test set, the poisoned training data, the trigger or the attack.
+
+Design. The harness keeps the test set, the attack object and the poisoned data in the memory of
+the process that calls ``defend``, so an in-process check can only look for known access paths.
+Instead, every registered defense (at tiny settings, with and without an exposure, input scorers
+included) runs in a fresh Python process that holds no test data at all, under a
+``sys.addaudithook`` tripwire armed just before ``defend``:
+
+* opening, listing or globbing any path under the data roots (``../shared/data``,
+  ``$EBYD_DATA_ROOT``) or the artifact caches (``$EBYD_CACHE_DIR``, the user cache folder, where
+  decoded datasets and poisoned models live) raises;
+* importing a module of the data or attack side (``adapters``, ``attacks_registry``,
+  ``benchmark.runner``, ``benchmark.cli``, ``results``) raises, whether by an import statement or
+  ``importlib`` (a first meta-path finder), and so does opening their source files — these are the
+  only code paths to the test split, the triggers and the poisoned data. The child first checks
+  that none of them was imported by the defenses themselves (a cached module needs no import).
+
+A hook violation raises inside the defense and is also recorded, so a method that swallows the
+error is still reported. A method that reached for the harness's in-memory test set (through the
+call stack or the garbage collector) finds nothing here and crashes, which fails the test too.
+Three deliberately cheating defenses (one lists the data root, one imports the attack registry,
+one walks the call stack for the harness) must all be caught: that shows the tripwire works.
+Every registered defense needs an entry in ``TINY`` below, so a new one cannot slip past.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from benchmark.methods import DefenseData, MethodContext
+from benchmark.registries import DEFENSES
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "none": {}, "nc": {"epochs": 1}, "strip": {"n_overlays": 4}, "rp": {"epochs": 1}, "recover": {"epochs": 1},
+    "ft": {"epochs": 1}, "fp": {}, "nad": {"teacher_epochs": 1, "epochs": 1}, "anp": {"iterations": 1},
+    "ibau": {"rounds": 1, "batch_size": 32, "outer_portion": 0.1},
+    "cheat_lists_data_root": {}, "cheat_imports_attacks": {}, "cheat_walks_the_stack": {},
+}
+CHEATS = {"cheat_lists_data_root", "cheat_imports_attacks", "cheat_walks_the_stack"}
+
+CHILD = r'''
+import importlib, inspect, json, os, sys
+from dataclasses import dataclass
+
+FORBIDDEN_ROOTS = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
+FORBIDDEN_MODULES = ("adapters", "attacks_registry", "benchmark.runner", "benchmark.cli", "results")
+TINY = json.loads(sys.argv[2])
+armed, violations = [False], []
+
+
+def forbidden_module(name):
+    return any(name == m or name.startswith(m + ".") for m in FORBIDDEN_MODULES)
+
+
+def flag(what):
+    violations.append(what)
+    raise PermissionError(f"tripwire: a defense tried to {what}")
+
+
+def hook(event, args):
+    if armed[0] and event in ("open", "os.listdir", "os.scandir", "glob.glob") and args \
+            and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]) or ".")
+        if any(path == r or path.startswith(r + os.sep) for r in FORBIDDEN_ROOTS):
+            flag(f"{event} {path}")
+
+
+class ImportBlocker:
+    """First meta-path finder: any import (statement or importlib) of a forbidden module while armed."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if armed[0] and forbidden_module(name):
+            flag(f"import {name}")
+        return None
+
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
+from benchmark.models.resnet_cifar import resnet18_narrow
+from benchmark.registries import DEFENSES
+
+
+@dataclass
+class ListsDataRoot(Defense):
+    def defend(self, model, exposed, ctx):
+        os.listdir(FORBIDDEN_ROOTS[0])
+        return DefenseResult(model)
+
+
+@dataclass
+class ImportsAttacks(Defense):
+    def defend(self, model, exposed, ctx):
+        try:  # swallowing the error does not help: the hook has recorded the attempt
+            importlib.import_module("attacks_registry.image")
+        except PermissionError:
+            pass
+        return DefenseResult(model)
+
+
+@dataclass
+class WalksTheStack(Defense):
+    def defend(self, model, exposed, ctx):
+        run = next(f.frame.f_locals["self"] for f in inspect.stack() if "GridRun" in repr(f.frame.f_locals.get("self")))
+        return DefenseResult(model, {"peek": len(run.data.test)})
+
+
+for name, cls in (("cheat_lists_data_root", ListsDataRoot), ("cheat_imports_attacks", ImportsAttacks),
+                  ("cheat_walks_the_stack", WalksTheStack)):
+    DEFENSES.add(name, cls)
+names = DEFENSES.names()
+classes = {n: DEFENSES.get(n) for n in names}  # imports every defense module before arming
+preloaded = sorted(m for m in sys.modules if forbidden_module(m))
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+data = DefenseData(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64), 10)
+ctx = MethodContext(data, seed=0, model_factory=lambda **kw: resnet18_narrow(width=4, **kw))
+model = resnet18_narrow(width=4).eval()
+exposed = ExposureResult(resnet18_narrow(width=4).eval(), 0, 0.5, [0.5] + [0.5 / 9] * 9, [], "ca_min")
+probe = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)  # stands in for the inputs the harness scores
+sys.addaudithook(hook)
+sys.meta_path.insert(0, ImportBlocker)
+report = {"preloaded": preloaded, "results": {}}
+for name in names:
+    if name not in TINY:
+        report["results"][name] = {"error": "no tiny settings in TINY", "violations": []}
+        continue
+    violations.clear()
+    error = None
+    try:
+        for exp in (None, exposed):
+            armed[0] = True
+            try:
+                out = classes[name](**TINY[name]).defend(model, exp, ctx)
+                if out.input_scorer is not None:
+                    out.input_scorer(probe)
+            finally:
+                armed[0] = False
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        error = f"{type(exc).__name__}: {exc}"
+    report["results"][name] = {"error": error, "violations": list(violations)}
+print("REPORT" + json.dumps(report))
+'''
+
+
+def _forbidden_roots() -> list[str]:
+    from benchmark.cache import default_cache_dir
+
+    roots = [REPO.parent / "shared" / "data", default_cache_dir(), REPO / "adapters", REPO / "attacks_registry",
+             REPO / "results", REPO / "benchmark" / "runner.py", REPO / "benchmark" / "cli.py"]
+    roots += [Path(os.environ[v]) for v in ("EBYD_DATA_ROOT", "EBYD_CACHE_DIR") if os.environ.get(v)]
+    return [str(r) for r in roots]
+
+
+def _run_sandbox() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(_forbidden_roots()), json.dumps(TINY)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT")), None)
+    assert line is not None, f"sandbox failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return json.loads(line[len("REPORT"):])
+
+
+def test_no_defense_reads_test_data_attacks_or_caches():
+    report = _run_sandbox()
+    assert report["preloaded"] == [], f"importing the defenses pulls in harness data code: {report['preloaded']}"
+    results = report["results"]
+    assert CHEATS <= set(results) and {"nc", "strip", "rp", "ft"} <= set(results)
+    for name in CHEATS:  # the tripwire itself must work
+        r = results[name]
+        assert r["violations"] or r["error"], f"{name} was not caught: {r}"
+    assert results["cheat_lists_data_root"]["violations"] and results["cheat_imports_attacks"]["violations"]
+    honest = {n: r for n, r in results.items() if n not in CHEATS}
+    bad = {n: r for n, r in honest.items() if r["violations"] or r["error"]}
+    assert not bad, f"defenses that failed or touched forbidden data in the sandbox: {bad}"
+
+
+def test_the_defense_api_offers_no_path_to_test_data():
+    """``defend`` takes (model, exposed, ctx) only, and the context carries D_d and nothing test-side."""
+    assert {f.name for f in fields(MethodContext)} == {"data", "seed", "device", "model_factory", "monitor"}
+    assert {f.name for f in fields(DefenseData)} == {"images", "labels", "num_classes"}
+    for name in DEFENSES.names():
+        params = list(inspect.signature(DEFENSES.get(name).defend).parameters)
+        assert params == ["self", "model", "exposed", "ctx"], f"{name}.defend{params}"
