@@ -18,6 +18,8 @@ from benchmark.registries import ATTACKS
 @ATTACKS.register("blend")
 @dataclass
 class Blend(ImageAttack):
+    """Blend one seeded uniform-noise pattern at weight 0.2; rate 0.10, target 0."""
+
     poison_rate: float = 0.10
     alpha: float = 0.2
     per_image: bool = False

@@ -31,6 +31,8 @@ def warp_field(rng: np.random.Generator, k: int, s: float, size: int = 32) -> to
 @ATTACKS.register("wanet")
 @dataclass
 class WaNet(ImageAttack):
+    """Warp every poison with one fixed smooth field (k = 4, s = 0.5); rate 0.08, target 0."""
+
     poison_rate: float = 0.08
     k: int = 4
     s: float = 0.5

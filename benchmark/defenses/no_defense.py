@@ -13,6 +13,8 @@ from benchmark.registries import DEFENSES
 @DEFENSES.register("none")
 @dataclass
 class NoDefense(Defense):
+    """The undefended model (the baseline of every deviation)."""
+
     category = "none"
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:

@@ -31,6 +31,8 @@ from benchmark.tensors import augment, batches, normalize, to_unit
 @DEFENSES.register("rp")
 @dataclass
 class RecoverPruning(Defense):
+    """EBYD-RP: learn BN masks on the exposed model, prune low-mask channels of θ (D_d threshold rule)."""
+
     uses_exposure = True
 
     lr: float = 0.2

@@ -24,6 +24,8 @@ from benchmark.tensors import augment, batches, normalize, to_unit
 @EXPOSURES.register("cul")
 @dataclass
 class CleanUnlearning(Exposure):
+    """Gradient ascent on D_d (SGD 0.01) until D_d accuracy ≤ 1/K or loss ≥ 40 (≤ 20 epochs)."""
+
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
