@@ -240,32 +240,38 @@ class GridRun:
 
     # ----------------------------------------------------------------- planning
     def plan(self, finished: set[str]) -> tuple[list[Stage], int]:
-        """Stages for every unfinished cell (and the stages they need); also the count skipped."""
+        """Stages for every unfinished cell (and the stages they need); also the count skipped.
+
+        A defense that ignores the exposure (``uses_exposure = False``) gets one cell per model,
+        whatever the exposures listed: its result cannot depend on them.
+        """
         stages: dict[str, Stage] = {}
-        skipped = 0
-        exposures = self.cfg.exposures or [MethodSpec(name="none")]
+        skipped: set[str] = set()
+        no_exposure = MethodSpec(name="none")
         for seed in self.cfg.seeds:
             for atk in self.cfg.attacks:
                 mkey = stable_hash(self.model_key_payload(atk, seed))
                 train = Stage(mkey, "train", f"train {atk.name} seed={seed}", (),
                               functools.partial(self._run_train, atk, seed, mkey))
-                for exp in exposures:
+                for exp in self.cfg.exposures or [no_exposure]:
                     ekey = None if exp.name == "none" else stable_hash(self.exposure_key_payload(mkey, exp, seed))
                     for dfn in self.cfg.defenses:
-                        ckey = stable_hash(self.cell_key_payload(mkey, ekey, dfn))
+                        used = DEFENSES.get(dfn.name).uses_exposure
+                        cell_exp, cell_ekey = (exp, ekey) if used else (no_exposure, None)
+                        ckey = stable_hash(self.cell_key_payload(mkey, cell_ekey, dfn))
                         if ckey in finished:
-                            skipped += 1
+                            skipped.add(ckey)
                             continue
                         stages[mkey] = train
                         deps = (mkey,)
-                        if ekey is not None:
+                        if cell_ekey is not None:
                             stages[ekey] = Stage(ekey, "expose", f"expose {atk.name} with {exp.name} seed={seed}",
                                                  (mkey,), functools.partial(self._run_expose, atk, seed, exp, ekey))
                             deps = (mkey, ekey)
-                        label = f"{atk.name} × {exp.name} × {dfn.name} seed={seed}"
+                        label = f"{atk.name} × {cell_exp.name} × {dfn.label or dfn.name} seed={seed}"
                         stages[ckey] = Stage(ckey, "cell", label, deps, functools.partial(
-                            self._run_cell, atk, seed, exp, dfn, ckey))
-        return list(stages.values()), skipped
+                            self._run_cell, atk, seed, cell_exp, dfn, ckey))
+        return list(stages.values()), len(skipped)
 
     # ----------------------------------------------------------------- stages
     def _run_train(self, spec: MethodSpec, seed: int, key: str, deps: dict) -> Artifacts:

@@ -16,6 +16,9 @@ class NoDefense(Defense):
     """The undefended model (the baseline of every deviation)."""
 
     category = "none"
+    #: the exposure does not change the model, but its read-off label, BEM and trace are recorded
+    #: on the no-defense cell, so exposure-only grids (defenses: [none]) still report them
+    uses_exposure = True
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         return DefenseResult(model)

@@ -1,0 +1,36 @@
+"""The planner: which stages a grid needs, and resume."""
+
+from collections import Counter
+
+from benchmark.config import validate_config
+from benchmark.runner import GridRun, RunOptions
+
+RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
+       "model": {"name": "resnet18_narrow", "params": {"width": 4}}, "recipe": {"name": "tiny", "epochs": 1},
+       "attacks": ["badnets", "blend"], "exposures": ["none", "cul", "cft"],
+       "defenses": ["none", "rp", "ft", {"name": "rp", "lr": 0.05, "label": "RP-b"}]}
+
+
+def plan(tmp_path, data_root, session_cache, cifar, finished=frozenset()):
+    run = GridRun(validate_config(RAW), RunOptions(tmp_path, session_cache, data_root))
+    return run.plan(set(finished))
+
+
+def test_stage_counts_and_exposure_independent_cells(tmp_path, data_root, session_cache, cifar):
+    stages, skipped = plan(tmp_path, data_root, session_cache, cifar)
+    kinds = Counter(s.kind for s in stages)
+    # per attack: none/rp/rp-b × 3 exposures = 9 cells, ft once (it ignores the exposure)
+    assert kinds == {"train": 2, "expose": 4, "cell": 2 * (3 * 3 + 1)} and skipped == 0
+    labels = [s.label for s in stages if s.kind == "cell"]
+    assert sum("× ft" in lbl for lbl in labels) == 2 and all("none × ft" in lbl for lbl in labels if "× ft" in lbl)
+    assert sum("RP-b" in lbl for lbl in labels) == 6
+    cells = [s for s in stages if s.kind == "cell"]
+    assert all(cell.deps[0] in {s.key for s in stages if s.kind == "train"} for cell in cells)
+
+
+def test_finished_cells_are_skipped_with_the_stages_only_they_needed(tmp_path, data_root, session_cache, cifar):
+    stages, _ = plan(tmp_path, data_root, session_cache, cifar)
+    blend_cells = {s.key for s in stages if s.kind == "cell" and s.label.startswith("blend")}
+    rest, skipped = plan(tmp_path, data_root, session_cache, cifar, blend_cells)
+    assert skipped == len(blend_cells)
+    assert not any(s.label.startswith(("blend", "train blend", "expose blend")) for s in rest)
