@@ -48,7 +48,8 @@ def gallery_rows(images: np.ndarray, labels: np.ndarray, attacks: Sequence[str |
                  seed: int = 0, ctx_factory: CtxFactory | None = None) -> list[GalleryRow]:
     """Set up each attack (``ctx_factory`` for those that train parts) and trigger ``images``."""
     if attacks is None:
-        attacks = sorted(ATTACKS.names(), key=lambda n: (PAPER_ORDER.index(n) if n in PAPER_ORDER else 99, n))
+        image = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "domain", "image") == "image"]
+        attacks = sorted(image, key=lambda n: (PAPER_ORDER.index(n) if n in PAPER_ORDER else 99, n))
     specs = [MethodSpec.parse(a) for a in attacks]
     rows = []
     for spec in specs:

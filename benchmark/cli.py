@@ -64,25 +64,28 @@ def _cmd_ls(kind: str) -> int:
         obj = registry.get(name)
         doc = (obj.__doc__ or "").strip().splitlines()
         extra = f" [{obj.category}]" if kind == "defenses" else ""
-        print(f"{name:<18}{extra:<20} {doc[0] if doc else ''}  ({registry.source(name)})")
+        domain = "any" if name == "none" else getattr(obj, "domain", "image")
+        print(f"{name:<18}{extra:<20} {domain:<6} {doc[0] if doc else ''}  ({registry.source(name)})")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.cache import default_cache_dir
-    from benchmark.config import load_config
+    from benchmark.config import load_configs
     from benchmark.runner import RunOptions, run_grid
 
-    cfg = load_config(args.config)  # validates everything before anything is written
+    configs = load_configs(args.config)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
-    device = args.device or cfg.device
-    _check_device(device)
-    opts = RunOptions(out_dir=args.out, cache_dir=args.cache_dir or default_cache_dir(),
-                      data_root=data_root, device=device)
-    summary = run_grid(cfg, opts)
-    print(f"{summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
-          f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
-    print(f"leaderboard: {args.out / 'leaderboard.html'} and {args.out / 'leaderboard.tex'}")
+    for cfg in configs:
+        _check_device(args.device or cfg.device)
+    for cfg in configs:  # several grids (e.g. one per dataset) go to OUT/<grid name>/
+        out = args.out if len(configs) == 1 else args.out / cfg.name
+        opts = RunOptions(out_dir=out, cache_dir=args.cache_dir or default_cache_dir(),
+                          data_root=data_root, device=args.device or cfg.device)
+        summary = run_grid(cfg, opts)
+        print(f"{cfg.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
+              f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
+        print(f"leaderboard: {out / 'leaderboard.html'} and {out / 'leaderboard.tex'}")
     return 0
 
 

@@ -110,7 +110,14 @@ class GridConfig(BaseModel):
             raise ValueError("must be a non-empty list of distinct integers")
         return seeds
 
-    def train_recipe(self) -> TrainRecipe:
+    def train_recipe(self) -> Any:
+        """TrainRecipe for image datasets, TextRecipe for text ones (their loader has ``domain = "text"``)."""
+        from benchmark.registries import DATASETS
+
+        if getattr(DATASETS.get(self.dataset.name), "domain", "image") == "text":
+            from benchmark.text.training import TextRecipe
+
+            return build_dataclass(TextRecipe, self.recipe, "recipe")
         return build_dataclass(TrainRecipe, self.recipe, "recipe")
 
 
@@ -151,17 +158,28 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
 
 
 def load_config(path: str | Path) -> GridConfig:
-    """Read and fully validate a grid YAML (every method name and parameter is checked)."""
+    """Read and fully validate a single-grid YAML (every method name and parameter is checked)."""
+    configs = load_configs(path)
+    if len(configs) != 1:
+        raise ConfigError(f"{path}: holds {len(configs)} grids (YAML documents); expected one")
+    return configs[0]
+
+
+def load_configs(path: str | Path) -> list[GridConfig]:
+    """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_config(raw, str(path))
+    if not docs or not all(isinstance(d, dict) for d in docs):
+        raise ConfigError(f"{path}: expected a mapping at the top level of every document")
+    configs = [validate_config(d, str(path)) for d in docs]
+    if len({c.name for c in configs}) != len(configs):
+        raise ConfigError(f"{path}: the grids of one file need distinct names")
+    return configs
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
@@ -183,5 +201,11 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
             registry.get(name)
         except UnknownNameError as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from None
+    from benchmark.text.domain import check_domains
+
+    try:
+        check_domains(cfg)  # e.g. an image defense in a text grid, or a text attack on CIFAR-10
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     cfg.train_recipe()
     return cfg

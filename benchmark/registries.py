@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from benchmark.registry import Registry
 
-ATTACKS: Registry = Registry("attacks", builtin_modules=["attacks_registry.image"])
-EXPOSURES: Registry = Registry("exposures", builtin_modules=["benchmark.exposures"])
-DEFENSES: Registry = Registry("defenses", builtin_modules=["benchmark.defenses"])
-MODELS: Registry = Registry("models", builtin_modules=["benchmark.models.resnet_cifar"])
-DATASETS: Registry = Registry("datasets", builtin_modules=["adapters.torchvision_data"])
+ATTACKS: Registry = Registry("attacks", builtin_modules=["attacks_registry.image", "attacks_registry.text"])
+EXPOSURES: Registry = Registry("exposures", builtin_modules=["benchmark.exposures", "benchmark.text"])
+DEFENSES: Registry = Registry("defenses", builtin_modules=["benchmark.defenses", "benchmark.text"])
+MODELS: Registry = Registry("models", builtin_modules=["benchmark.models.resnet_cifar", "adapters.transformers_models"])
+DATASETS: Registry = Registry("datasets", builtin_modules=["adapters.torchvision_data", "adapters.text_data"])
 
 ALL = {r.kind: r for r in (ATTACKS, EXPOSURES, DEFENSES, MODELS, DATASETS)}

@@ -400,8 +400,10 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
     from reports import render_leaderboard
     from results import load_results
 
+    from benchmark.text.harness import grid_run_class
+
     t0 = time.perf_counter()
-    run = GridRun(cfg, opts)
+    run = grid_run_class(cfg)(cfg, opts)  # TextGridRun for text datasets
     stages, skipped = run.plan(run.store.finished_cells())
     for stage in stages:  # fail before writing anything if a needed cached artifact is corrupted
         if stage.kind in _CACHE_KINDS:

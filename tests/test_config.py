@@ -1,6 +1,6 @@
 import pytest
 
-from benchmark.config import load_config, validate_config
+from benchmark.config import load_config, load_configs, validate_config
 from benchmark.errors import ConfigError
 
 BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
@@ -51,4 +51,4 @@ def test_shipped_presets_are_valid():
     from pathlib import Path
 
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
-        load_config(path)
+        load_configs(path)

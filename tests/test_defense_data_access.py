@@ -120,8 +120,9 @@ class WalksTheStack(Defense):
 for name, cls in (("cheat_lists_data_root", ListsDataRoot), ("cheat_imports_attacks", ImportsAttacks),
                   ("cheat_walks_the_stack", WalksTheStack)):
     DEFENSES.add(name, cls)
-names = DEFENSES.names()
-classes = {n: DEFENSES.get(n) for n in names}  # imports every defense module before arming
+classes = {n: DEFENSES.get(n) for n in DEFENSES.names()}  # imports every defense module before arming
+# text defenses need text data and a text victim: tests/test_text_data_access.py runs the same tripwire on them
+names = [n for n, c in classes.items() if getattr(c, "domain", "image") == "image"]
 preloaded = sorted(m for m in sys.modules if forbidden_module(m))
 torch.manual_seed(0)
 rng = np.random.default_rng(0)

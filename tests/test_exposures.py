@@ -21,7 +21,7 @@ def trained(cifar):
     idx = np.concatenate([np.flatnonzero(cifar.train.labels == c)[:30] for c in range(10)])
     x, y = cifar.train.images[idx], cifar.train.labels[idx]
     torch.manual_seed(0)
-    model = train_classifier(resnet18_narrow(width=8), x, y, TrainRecipe(epochs=15, lr=0.05, batch_size=32, augmentation="none"),
+    model = train_classifier(resnet18_narrow(width=8), x, y, TrainRecipe(epochs=30, lr=0.05, batch_size=32, augmentation="none"),
                              seed=0)
     dd = np.random.default_rng(0).choice(len(y), 100, replace=False)
     return model.eval(), DefenseData(x[dd], y[dd], 10)

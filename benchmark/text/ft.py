@@ -1,0 +1,39 @@
+"""Fine-tuning baseline on text victims — ``ft_text`` (paper App. B; reference §7.4).
+
+Fine-tune all weights of the backdoored model for 10 epochs on the 500 clean defense samples:
+AdamW lr 2e-5 (weight decay 0), batch 32, linear schedule with 3 warm-up epochs, last epoch kept.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from torch import nn
+
+from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+from benchmark.text.common import text_ctx_data
+from benchmark.text.training import fine_tune
+
+
+@DEFENSES.register("ft_text")
+@dataclass
+class TextFineTune(Defense):
+    """FT for text: 10 epochs of AdamW 2e-5 on D_d, 3 warm-up epochs, last epoch kept."""
+
+    domain = "text"
+
+    epochs: int = 10
+    warmup_epochs: int = 3
+    lr: float = 2e-5
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        data = text_ctx_data(ctx)
+        tuned = fine_tune(copy.deepcopy(model), data.texts, data.labels, epochs=self.epochs, lr=self.lr,
+                          batch_size=self.batch_size, seed=ctx.seed, device=ctx.device,
+                          warmup_fraction=min(self.warmup_epochs / self.epochs, 0.99),
+                          weight_decay=self.weight_decay)
+        return DefenseResult(tuned)

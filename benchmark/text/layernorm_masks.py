@@ -1,0 +1,131 @@
+"""Masks on the LayerNorm scales of a text encoder (reference §2.2, §7.1 "Text RP").
+
+[D] One mask value per unit of γ in every LayerNorm of the encoder: ``embeddings.LayerNorm`` and,
+per layer, ``attention.output.LayerNorm`` and ``output.LayerNorm`` — 25 × 768 = 19,200 units for
+BERT-base, 13 × 384 = 4,992 for MiniLM-L6. β stays unmasked (the BN convention of image RP).
+Recovery trains only the masks (γ·m, weights frozen) on ``D_d`` with AdamW lr 0.1, 10 epochs,
+batch 32, clamping them to [0, 1] after every step [P App. B]. [D] Dropout off (``dropout=False``):
+image RP's train mode exists for BatchNorm batch statistics, which a transformer does not have, and
+dropout noise under Adam's lr 0.1 wrecks the recovery — measured with 5 recovery epochs on the CUL-exposed
+quick-text MiniLM BadNet-RW victim: ``D_d`` accuracy of m ⊙ θ_b 0.52 with dropout, 0.83 without (θ: 0.80).
+Masks are memoised in-process per (exposed model, ``D_d``, hyper-parameters), so ``rp_text`` and
+``recover_text`` learn them once. :class:`LayerNormRecovery` holds those shared hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from benchmark.cache import stable_hash
+from benchmark.methods import Defense, MethodContext
+from benchmark.tensors import batches
+from benchmark.text.common import TextDefenseData
+
+
+def encoder_layernorms(model: nn.Module) -> list[tuple[str, nn.LayerNorm]]:
+    """Every LayerNorm of the backbone (``hf.base_model``), in module order; the head has none."""
+    return [(n, m) for n, m in model.hf.base_model.named_modules() if isinstance(m, nn.LayerNorm)]
+
+
+class _MaskedScale(nn.Module):
+    """Parametrization γ → γ·m with a trainable mask m initialised to 1."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.mask = nn.Parameter(torch.ones(size))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: int, batch_size: int,
+                weight_decay: float, seed: int, device: str, dropout: bool = False) -> list[torch.Tensor]:
+    """Recovery on a copy of ``model``: minimise CE on ``D_d`` over the masks only; one tensor per LayerNorm."""
+    net = copy.deepcopy(model).to(device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    scales = []
+    for _, ln in encoder_layernorms(net):
+        scale = _MaskedScale(ln.weight.numel()).to(device)
+        parametrize.register_parametrization(ln, "weight", scale)
+        scales.append(scale)
+    masks = [s.mask for s in scales]
+    opt = torch.optim.AdamW(masks, lr=lr, weight_decay=weight_decay)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)
+    y_all = torch.as_tensor(data.labels, dtype=torch.long)
+    net.train(dropout)
+    for _ in range(epochs):
+        for idx in batches(len(data), batch_size, gen):
+            enc = net.encode([data.texts[i] for i in idx.tolist()], device)
+            loss = F.cross_entropy(net(**enc), y_all[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for m in masks:
+                    m.clamp_(0.0, 1.0)
+    return [m.detach().cpu().clone() for m in masks]
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: list[torch.Tensor], threshold: float | None = None) -> nn.Module:
+    """Copy of ``model`` with γ := γ·m (``threshold`` None: recovery-only) or γ_k := 0 where m_k ≤ threshold."""
+    out = copy.deepcopy(model)
+    layers = encoder_layernorms(out)
+    if len(layers) != len(masks):
+        raise ValueError(f"{len(masks)} masks for {len(layers)} LayerNorm layers")
+    for (_, ln), m in zip(layers, masks):
+        m = m.to(ln.weight.device)
+        if threshold is None:
+            ln.weight.mul_(m)
+        else:
+            ln.weight[m <= threshold] = 0.0
+    return out.eval()
+
+
+@dataclass
+class LayerNormRecovery(Defense):
+    """Shared recovery hyper-parameters of ``rp_text`` and ``recover_text`` (reference §7.1 text)."""
+
+    domain = "text"
+    uses_exposure = True
+
+    lr: float = 0.1
+    epochs: int = 10
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    dropout: bool = False  # True: train mode during recovery, as image RP (see the module docstring)
+
+    def recover(self, start: nn.Module, data: TextDefenseData, ctx: MethodContext) -> list[torch.Tensor]:
+        """The masks of ``start`` on ``data``; memoised (when the context offers ``memo``) under the digests
+        of both and the hyper-parameters, so ``rp_text`` and ``recover_text`` learn them once per exposure."""
+        params = {"lr": self.lr, "epochs": self.epochs, "batch_size": self.batch_size,
+                  "weight_decay": self.weight_decay, "dropout": self.dropout, "seed": ctx.seed,
+                  "model": state_digest(start),
+                  "data": stable_hash([data.texts, data.labels.tolist()])}
+
+        memo, key = getattr(ctx, "memo", None), "layernorm_masks:" + stable_hash(params)
+        if memo is not None and key in memo:
+            return [m.clone() for m in memo[key]]
+        masks = learn_masks(start, data, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
+                            weight_decay=self.weight_decay, seed=ctx.seed, device=ctx.device, dropout=self.dropout)
+        if memo is not None:
+            memo[key] = [m.clone() for m in masks]
+        return masks
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of every tensor of the state dict (names and bytes)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,73 @@
+"""EBYD-RP on text victims — ``rp_text`` (paper App. B; reference §7.1 "Text RP", §7.4).
+
+1. Recovery on the exposed model θ_b (CUL by default): masks on the LayerNorm γ units, see
+   :mod:`benchmark.text.layernorm_masks`.
+2. Pruning on the ORIGINAL model θ: γ_k := 0 wherever m_k ≤ t (β kept).
+Threshold (``selection``): ``dd_rule`` — the image RP rule, "following the same approach as in
+image defense": the largest t in {0.05, …, 0.70} whose pruned θ keeps ``D_d`` accuracy ≥
+acc₀ − ``max_acc_drop``; none qualifies → θ unpruned, ``rp_infeasible``. ``threshold``: fixed t.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.methods import DefenseResult, ExposureResult, MethodContext
+from benchmark.registries import DEFENSES
+from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
+from benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
+
+
+@DEFENSES.register("rp_text")
+@dataclass
+class TextRecoverPruning(LayerNormRecovery):
+    """EBYD-RP for text: LayerNorm-γ masks recovered on θ_b (AdamW 0.1), pruned on θ by the D_d rule."""
+
+    selection: Literal["dd_rule", "threshold"] = "dd_rule"
+    threshold: float = 0.2
+    max_acc_drop: float = 0.05
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70
+    select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+
+    def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
+        data = text_ctx_data(ctx)
+        recover_data, select_data = _split_holdout(data, self.select_holdout)
+        masks = self.recover(exposed.model if exposed is not None else model, recover_data, ctx)
+        t, sweep = ((self.threshold, []) if self.selection == "threshold"
+                    else self.select_threshold(model, masks, select_data, ctx.device))
+        fields = {"rp_threshold": t, "rp_sweep": sweep, "rp_masks_total": int(sum(m.numel() for m in masks))}
+        if t is None:
+            return DefenseResult(copy.deepcopy(model).eval(), {**fields, "rp_infeasible": True})
+        fields["rp_pruned"] = _pruned(masks, t)
+        fields["rp_threshold_below_paper_range"] = t < 0.4
+        return DefenseResult(apply_masks(model, masks, threshold=t), fields)
+
+    def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
+                         device: str) -> tuple[float | None, list[dict]]:
+        acc0 = dd_stats(model, data, device)[0]
+        best, sweep = None, []
+        for t in self.thresholds:
+            acc = dd_stats(apply_masks(model, masks, threshold=t), data, device)[0]
+            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": _pruned(masks, t)})
+            if acc >= acc0 - self.max_acc_drop:
+                best = t
+        return best, sweep
+
+
+def _pruned(masks: list[torch.Tensor], t: float) -> int:
+    return int(sum(int((m <= t).sum()) for m in masks))
+
+
+def _split_holdout(data: TextDefenseData, holdout: int) -> tuple[TextDefenseData, TextDefenseData]:
+    if holdout <= 0:
+        return data, data
+    if holdout >= len(data):
+        raise ValueError(f"select_holdout={holdout} leaves no recovery data out of {len(data)}")
+    n = len(data) - holdout
+    return data.subset(np.arange(n)), data.subset(np.arange(n, len(data)))

