@@ -98,3 +98,22 @@ def test_real_openbackdoor_badnets_poisoner():
     assert len(p.poison_indices) == 5 and all(p.labels[p.poison_indices] == 1)
     px, py = a.poison_test(texts[:10], np.array([0, 1] * 5), seed=0)
     assert len(px) == 5 and all(any(w in t.split() for w in ("cf", "mn", "bb", "tq")) for t in px)
+
+
+def test_run_with_openbackdoor_backend_absent_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    from benchmark.cli import main
+
+    monkeypatch.delitem(sys.modules, "openbackdoor", raising=False)
+    if importlib.util.find_spec("openbackdoor") is not None:
+        pytest.skip("OpenBackdoor is installed here")
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("dataset: {name: sst2}\nmodel: {name: minilm-l6}\n"
+                   "attacks: [{name: badnet_rw, backend: openbackdoor}]\nexposures: [cul_text]\ndefenses: [none]\n")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code = main(["run", str(cfg), "--out", str(out), "--cache-dir", str(cache), "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "OpenBackdoor is not installed" in err and "pip install" in err
+    assert not out.exists() and not cache.exists()

@@ -11,6 +11,9 @@ training (SOS, RIPPLe, LWP) override :meth:`TextAttack.train`; the rest use the 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import zlib
 from abc import ABC
 from dataclasses import asdict, dataclass, field, fields
@@ -70,6 +73,10 @@ class TextAttack(ABC):
             raise ValueError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
         if self.target < 0:
             raise ValueError(f"target must be a class index >= 0, got {self.target}")
+        if self.backend == "openbackdoor" and not _openbackdoor_installed():
+            from adapters.openbackdoor import INSTALL  # fail at config validation, before anything is written
+
+            raise ValueError(INSTALL)
 
     @property
     def name(self) -> str:
@@ -183,3 +190,12 @@ def insert_block(text: str, block: str, rng: np.random.Generator) -> str:
     words = text.split()
     pos = int(rng.integers(0, len(words) + 1))
     return " ".join(words[:pos] + block.split() + words[pos:])
+
+
+def _openbackdoor_installed() -> bool:
+    if "openbackdoor" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("openbackdoor") is not None
+    except (ImportError, ValueError):
+        return False
