@@ -281,18 +281,24 @@ class GridRun:
                 log.info("poisoned model %s seed=%d: cache hit %s", spec.name, seed, key[:12])
                 return Artifacts(key, art.tensors, art.meta, cached=True)
             t0 = time.perf_counter()  # includes any trigger generator / surrogate the attack trains
-            attack = self.attack(spec, seed)
-            train_idx = self.split(seed)[1]
-            poisoned = attack.poison_train(self.data.train.images[train_idx], self.data.train.labels[train_idx], seed)
-            model = train_classifier(self.new_model(seed), poisoned.images, poisoned.labels, self.recipe, seed,
-                                     self.device, desc=f"train {spec.name}")
-            meta = {"config": self.model_key_payload(spec, seed), "train_seconds": time.perf_counter() - t0,
-                    "poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx)),
-                    "metrics": {**self.evaluate(model, attack), "test_images": int(len(self.test_idx))},
+            model, extra = self.train_poisoned(spec, seed)
+            seconds = time.perf_counter() - t0
+            tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            meta = {"config": self.model_key_payload(spec, seed), "train_seconds": seconds, **extra,
+                    "metrics": {**self.evaluate(model, self.attack(spec, seed)), "test_size": int(len(self.test_idx))},
                     "provenance": self.provenance}
-            self.cache.save("models", key, model.state_dict(), meta)
+            self.cache.save("models", key, tensors, meta)
             self.models_trained += 1
-            return Artifacts(key, model.state_dict(), meta, cached=False)
+            return Artifacts(key, tensors, meta, cached=False)
+
+    def train_poisoned(self, spec: MethodSpec, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+        """Poison the victim-training split with the attack and train a fresh model on it."""
+        attack = self.attack(spec, seed)
+        train_idx = self.split(seed)[1]
+        poisoned = attack.poison_train(self.data.train.images[train_idx], self.data.train.labels[train_idx], seed)
+        model = train_classifier(self.new_model(seed), poisoned.images, poisoned.labels, self.recipe, seed,
+                                 self.device, desc=f"train {spec.name}")
+        return model, {"poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx))}
 
     def _run_expose(self, atk: MethodSpec, seed: int, spec: MethodSpec, key: str, deps: dict) -> Artifacts:
         model_art: Artifacts = next(iter(deps.values()))

@@ -1,6 +1,5 @@
 """Cache keys, atomic writes, corruption detection and the inter-process lock."""
 
-import json
 import multiprocessing as mp
 import time
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -38,7 +37,7 @@ from benchmark.cache import stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_dataclass, build_method
 from benchmark.errors import DataError
 from benchmark.registries import ATTACKS, MODELS
-from benchmark.runner import Artifacts, GridRun, RunOptions
+from benchmark.runner import GridRun, RunOptions
 from benchmark.text.common import TextDefenseData, TextMethodContext
 from benchmark.text.domain import check_domains, dataset_domain
 from benchmark.text.metrics import text_metrics
@@ -218,24 +217,6 @@ class TextGridRun(GridRun):
         model = attack.train(self.new_model(seed), poisoned, self.attack_context(attack, seed), seed)
         return model, {"poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx)),
                        "attack_train_size": len(poisoned.texts), "attack_info": poisoned.info}
-
-    def _run_train(self, spec: MethodSpec, seed: int, key: str, deps: dict) -> Artifacts:
-        with self.cache.lock("models", key):
-            art = self.cache.load("models", key)
-            if art is not None:
-                log.info("poisoned text model %s seed=%d: cache hit %s", spec.name, seed, key[:12])
-                return Artifacts(key, art.tensors, art.meta, cached=True)
-            t0 = time.perf_counter()
-            model, extra = self.train_poisoned(spec, seed)
-            seconds = time.perf_counter() - t0
-            tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            meta = {"config": self.model_key_payload(spec, seed), "train_seconds": seconds, **extra,
-                    "metrics": {**self.evaluate(model, self.attack(spec, seed)),
-                                "test_sentences": int(len(self.test_idx))},
-                    "provenance": self.provenance}
-            self.cache.save("models", key, tensors, meta)
-            self.models_trained += 1
-            return Artifacts(key, tensors, meta, cached=False)
 
     def _record(self, atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings) -> dict:
         record = super()._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields,
