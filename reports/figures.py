@@ -109,10 +109,37 @@ def asr_ca_scatter(df: pd.DataFrame, agg: pd.DataFrame) -> Figure | None:
 
 
 #: figure kind -> (title shown on the page, builder); read-only
+def recovered_triggers(df: pd.DataFrame, agg: pd.DataFrame | None = None, limit: int = 12) -> Figure | None:
+    """Images a defense saved (NC's recovered mask and pattern, paper Fig. 7), one row per cell.
+
+    Paths in ``defense_info["images"]`` are relative to the folder of the record's results file.
+    """
+    from PIL import Image
+
+    images, titles = [], []
+    for rec in df.itertuples(index=False):
+        info = getattr(rec, "defense_info", None)
+        source = getattr(rec, "source", None)
+        if not isinstance(info, dict) or not isinstance(info.get("images"), dict) or not isinstance(source, str):
+            continue
+        base = Path(source).parent
+        for name, rel in sorted(info["images"].items()):
+            path = base / rel
+            if path.is_file() and len(images) < 2 * limit:
+                with Image.open(path) as img:
+                    images.append(np.asarray(img))
+                titles.append(f"{rec.attack} {rec.method}\n{name}")
+    if not images:
+        return None
+    return image_grid(images, titles, ncols=4)
+
+
 FIGURES: Mapping[str, tuple[str, Builder]] = MappingProxyType({
     "exposure-curves": ("Exposure curves: CA and ASR along the exposure", exposure_curves),
     "detection-rates": ("Detection rates", detection_bars),
     "asr-vs-ca": ("ASR vs CA of every defense", asr_ca_scatter),
+    "recovered-triggers": ("Recovered triggers (masks and patterns saved by inspection defenses)",
+                           recovered_triggers),
 })
 
 

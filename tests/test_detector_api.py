@@ -53,3 +53,10 @@ def test_input_filter_scores_are_turned_into_an_auroc(tmp_path, data_root, seede
     # a detector leaves the model untouched: same CA/ASR as no defense
     assert recs["test_corner_filter"]["ca"] == recs["none"]["ca"]
     assert recs["test_corner_filter"]["asr"] == recs["none"]["asr"]
+
+    # the saved images come back as the recovered-trigger figure (paper Fig. 7)
+    from reports.figures import render_figures
+    from results import load_results
+
+    paths = render_figures(load_results(out), tmp_path / "figures")
+    assert any("recovered-triggers" in p.name and p.suffix == ".png" for p in paths)
