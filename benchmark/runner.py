@@ -104,8 +104,15 @@ class GridRun:
                 "seed": seed, "attack": attack.name, "version": attack.version,
                 "model": {"name": self.cfg.model.name, "params": self.cfg.model.params}}
 
+        return AttackContext(self.data.train.images[train_idx], self.data.train.labels[train_idx],
+                             self.data.num_classes, self.device, self.new_model,
+                             self.part_cache("attack_part", base))
+
+    def part_cache(self, kind: str, base: dict[str, Any]):
+        """``artifact(name, params, build)``: tensors an attack trains, cached under ``base`` + name + params."""
+
         def artifact(name: str, params: dict, build) -> dict[str, torch.Tensor]:
-            key = stable_hash({"kind": "attack_part", "base": base, "name": name, "params": params})
+            key = stable_hash({"kind": kind, "base": base, "name": name, "params": params})
             with self.cache.lock("attack_parts", key):
                 art = self.cache.load("attack_parts", key)
                 if art is not None:
@@ -114,8 +121,7 @@ class GridRun:
                 self.cache.save("attack_parts", key, tensors, {"base": base, "name": name, "params": params})
                 return tensors
 
-        return AttackContext(self.data.train.images[train_idx], self.data.train.labels[train_idx],
-                             self.data.num_classes, self.device, self.new_model, artifact)
+        return artifact
 
     def new_model(self, seed: int | None = None, **overrides: Any) -> nn.Module:
         if seed is not None:
@@ -198,11 +204,16 @@ class GridRun:
         if asdict(self.recipe) != asdict(TrainRecipe()):
             notes.append(f"recipe '{self.recipe.name}' ({self.recipe.epochs} epochs, {self.recipe.schedule}) "
                          f"instead of the paper's 200 epochs")
+        return notes + self.subset_and_attack_notes(attack, "images")
+
+    def subset_and_attack_notes(self, attack: Any, unit: str) -> list[str]:
+        """Notes shared by every domain: training/test subsets and non-default attack parameters."""
+        notes = []
         ds, n_train = self.cfg.dataset, len(self.data.train) - self.cfg.dataset.defense_size
         if ds.train_subset and ds.train_subset < n_train:
-            notes.append(f"victims trained on {ds.train_subset} of {n_train} training images")
+            notes.append(f"victims trained on {ds.train_subset} of {n_train} training {unit}")
         if len(self.test_idx) < len(self.data.test):
-            notes.append(f"evaluated on {len(self.test_idx)} of {len(self.data.test)} test images")
+            notes.append(f"evaluated on {len(self.test_idx)} of {len(self.data.test)} test {unit}")
         defaults = type(attack)().params()
         changed = {k: v for k, v in attack.params().items() if defaults.get(k) != v}
         if changed:

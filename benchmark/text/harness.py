@@ -98,21 +98,6 @@ class TextGridRun(GridRun):
         model.load_state_dict(tensors)
         return model.eval()
 
-    def _artifact(self, base: dict[str, Any]):
-        """``artifact(name, params, build)``: cached tensors under ``base`` + name + params."""
-
-        def artifact(name: str, params: dict, build) -> dict[str, torch.Tensor]:
-            key = stable_hash({"kind": "text_part", "base": base, "name": name, "params": params})
-            with self.cache.lock("attack_parts", key):
-                art = self.cache.load("attack_parts", key)
-                if art is not None:
-                    return art.tensors
-                tensors = build()
-                self.cache.save("attack_parts", key, tensors, {"base": base, "name": name, "params": params})
-                return tensors
-
-        return artifact
-
     def attack_context(self, attack: TextAttack, seed: int) -> TextAttackContext:
         train_texts, train_labels = self._texts("train", self.split(seed)[1])
         ds = self.cfg.dataset
@@ -120,7 +105,7 @@ class TextGridRun(GridRun):
                 "seed": seed, "model": {"name": self.cfg.model.name, "params": self.cfg.model.params},
                 "version": TEXT_HARNESS_VERSION}
         return TextAttackContext(self.data.name, self.opts.data_root, self.data.num_classes, self.device,
-                                 self.recipe, self.new_model, self._artifact(base), train_texts, train_labels,
+                                 self.recipe, self.new_model, self.part_cache("text_part", base), train_texts, train_labels,
                                  list(self.data.dev.texts), self.data.dev.labels)
 
     def method_context(self, seed: int, monitor=None) -> TextMethodContext:
@@ -140,7 +125,7 @@ class TextGridRun(GridRun):
                                 f"({', '.join(NGRAM_CORPORA)})")
             params = {"version": NGRAM_VERSION, "discount": 0.75,
                       "corpora": {f.parent.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}}
-            tensors = self._artifact({"kind": "offline_lm"})("onion_ngram_lm", params, lambda: KneserNeyTrigram.fit(
+            tensors = self.part_cache("text_part", {"kind": "offline_lm"})("onion_ngram_lm", params, lambda: KneserNeyTrigram.fit(
                 [t for f in files for t in read_tsv(f).texts]).to_tensors())
             lm = KneserNeyTrigram.from_tensors(tensors)
             lm.name = f"kneser-ney-trigram[{'+'.join(f.parent.name for f in files)}]"
@@ -187,17 +172,7 @@ class TextGridRun(GridRun):
         paper_length = PAPER_MAX_LENGTH.get(self.data.name, 128)
         if max_length != paper_length:
             notes.append(f"max length {max_length} tokens instead of {paper_length}")
-        ds, n_train = self.cfg.dataset, len(self.data.train) - self.cfg.dataset.defense_size
-        if ds.train_subset and ds.train_subset < n_train:
-            notes.append(f"victims trained on {ds.train_subset} of {n_train} training sentences")
-        if len(self.test_idx) < len(self.data.test):
-            notes.append(f"evaluated on {len(self.test_idx)} of {len(self.data.test)} test sentences")
-        defaults = type(attack)().params()
-        changed = {k: v for k, v in attack.params().items() if defaults.get(k) != v}
-        if changed:
-            notes.append(f"{attack.name} parameters differ from the reference defaults: "
-                         + ", ".join(f"{k}={v} (default {defaults[k]})" for k, v in changed.items()))
-        return notes
+        return notes + self.subset_and_attack_notes(attack, "sentences")
 
     # ----------------------------------------------------------------- keys and stages
     def model_key_payload(self, spec: MethodSpec, seed: int) -> dict[str, Any]:
