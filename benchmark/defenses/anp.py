@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import defense_tensors, swap_norm
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, mask_step
 from benchmark.defenses.rp import prune, select_by_dd_rule
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
@@ -67,7 +68,7 @@ class AdversarialNeuronPruning(Defense):
     selection: Literal["threshold", "dd_rule"] = "threshold"
     threshold: float = 0.2
     max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70 (dd_rule)
+    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS  # for selection="dd_rule"
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         masks = self.learn_masks(model, ctx)
@@ -99,13 +100,7 @@ class AdversarialNeuronPruning(Defense):
             _set_perturbed(layers, True)
             loss_rob = F.cross_entropy(net(x), y)
             _set_perturbed(layers, False)
-            loss = self.alpha * F.cross_entropy(net(x), y) + (1 - self.alpha) * loss_rob
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for m in masks:
-                    m.clamp_(0.0, 1.0)
+            mask_step(opt, self.alpha * F.cross_entropy(net(x), y) + (1 - self.alpha) * loss_rob, masks)
         return [m.detach().cpu().clone() for m in masks]
 
     def _adversarial_noise(self, net: nn.Module, layers: list[NoisyBatchNorm2d], noise: list[nn.Parameter],

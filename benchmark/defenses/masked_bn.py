@@ -21,6 +21,20 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
                             use_batch_stats, self.momentum if self.momentum is not None else 0.0, self.eps)
 
 
+#: the pruning thresholds swept by the D_d rule (reference §7.1-6): 0.05, 0.10, …, 0.70
+DD_RULE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))
+
+
+def mask_step(opt: torch.optim.Optimizer, loss: torch.Tensor, masks: list[torch.Tensor]) -> None:
+    """One optimizer step on the masks, then clamp them to [0, 1] (Alg. 2 line 14)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        for m in masks:
+            m.clamp_(0.0, 1.0)
+
+
 def batchnorms(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     """All BatchNorm2d layers in module order (the 20 mask targets of a ResNet-18)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]

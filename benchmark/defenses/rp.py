@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import swap_norm
-from benchmark.defenses.masked_bn import MaskedBatchNorm2d, batchnorms
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -43,7 +43,7 @@ class RecoverPruning(Defense):
     selection: Literal["dd_rule", "threshold"] = "dd_rule"
     threshold: float = 0.2
     max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70
+    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
@@ -82,13 +82,7 @@ class RecoverPruning(Defense):
         for _ in range(self.epochs):
             for idx in batches(len(y_all), self.batch_size, gen):
                 x = normalize(augment(x_all[idx], gen)).to(ctx.device)
-                loss = self.alpha * F.cross_entropy(net(x), y_all[idx].to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for p in mask_params:
-                        p.clamp_(0.0, 1.0)
+                mask_step(opt, self.alpha * F.cross_entropy(net(x), y_all[idx].to(ctx.device)), mask_params)
         return net.eval()
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor],

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from benchmark.defenses.masked_bn import mask_step
 from benchmark.cache import stable_hash
 from benchmark.methods import Defense, MethodContext
 from benchmark.tensors import batches
@@ -65,13 +66,7 @@ def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: i
     for _ in range(epochs):
         for idx in batches(len(data), batch_size, gen):
             enc = net.encode([data.texts[i] for i in idx.tolist()], device)
-            loss = F.cross_entropy(net(**enc), y_all[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for m in masks:
-                    m.clamp_(0.0, 1.0)
+            mask_step(opt, F.cross_entropy(net(**enc), y_all[idx].to(device)), masks)
     return [m.detach().cpu().clone() for m in masks]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -32,7 +33,7 @@ class TextRecoverPruning(LayerNormRecovery):
     selection: Literal["dd_rule", "threshold"] = "dd_rule"
     threshold: float = 0.2
     max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 … 0.70
+    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
