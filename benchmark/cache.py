@@ -32,6 +32,17 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: fields added to key payloads after caches existed, with the value that means "as before": a
+#: field at that value is left out of the key, so caches built before it existed stay valid, and
+#: any other value enters the key as usual.
+LATER_FIELDS: dict[str, Any] = {"precision": "fp32", "defense_in_training": False}
+
+
+def key_stable(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` without the later-added fields that still hold their "as before" value."""
+    return {k: v for k, v in payload.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset)):
         return sorted(o)

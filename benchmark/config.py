@@ -66,6 +66,9 @@ class DatasetSpec(BaseModel):
     train_subset: int | None = Field(None, gt=0, description="victim training images (None = all)")
     test_subset: int | None = Field(None, gt=0, description="test images evaluated (None = all)")
     defense_size: int = Field(500, gt=0, description="|D_d|, drawn from the training split")
+    defense_in_training: bool = Field(
+        False, description="ablation: also train the victim on D_d (clean), as the reference code does; "
+                           "by default D_d is held out of victim training")
     download: bool = False
 
 
@@ -116,6 +119,9 @@ class GridConfig(BaseModel):
 
         if getattr(DATASETS.get(self.dataset.name), "domain", "image") == "text":
             from benchmark.text.training import TextRecipe
+
+            if self.dataset.defense_in_training:
+                raise ValueError("dataset.defense_in_training is an image-only ablation")
 
             return build_dataclass(TextRecipe, self.recipe, "recipe")
         return build_dataclass(TrainRecipe, self.recipe, "recipe")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from attacks_registry.base import AttackContext, ImageAttack
-from benchmark.cache import ArtifactCache, stable_hash
+from benchmark.cache import ArtifactCache, key_stable, stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_method
 from benchmark.dag import Executor, LocalExecutor, Stage
 from benchmark.methods import DefenseData, ExposureResult, MethodContext
@@ -68,8 +68,10 @@ class GridRun:
         self.provenance = provenance(self.device)
         n_test = len(self.data.test)
         size = min(cfg.dataset.test_subset or n_test, n_test)
-        # the evaluated test subset is fixed (not seed-dependent) so seeds are compared on equal data
-        self.test_idx = np.sort(np.random.default_rng(12345).permutation(n_test)[:size])
+        # The evaluated test subset is fixed (not seed-dependent) so seeds are compared on equal data.
+        # It stays in random order: the exposure trace and the input-detection AUROCs use a prefix of
+        # it, which is then a uniform sample rather than the first classes of a class-sorted folder.
+        self.test_idx = np.random.default_rng(12345).permutation(n_test)[:size]
         self._memo: dict[Any, Any] = {}
         self.models_trained = 0
 
@@ -204,6 +206,10 @@ class GridRun:
         if asdict(self.recipe) != asdict(TrainRecipe()):
             notes.append(f"recipe '{self.recipe.name}' ({self.recipe.epochs} epochs, {self.recipe.schedule}) "
                          f"instead of the paper's 200 epochs")
+        if self.cfg.dataset.defense_in_training:
+            notes.append("D_d was also part of victim training (ablation; by default it is held out)")
+        if self.recipe.precision != "fp32":
+            notes.append(f"victims trained under {self.recipe.precision} autocast")
         return notes + self.subset_and_attack_notes(attack, "images")
 
     def subset_and_attack_notes(self, attack: Any, unit: str) -> list[str]:
@@ -227,11 +233,12 @@ class GridRun:
         ds = self.cfg.dataset
         return {
             "kind": "poisoned_model", "harness_version": HARNESS_VERSION,
-            "dataset": {"name": self.data.name, "digest": self.data.digest,
-                        "train_subset": ds.train_subset, "defense_size": ds.defense_size},
+            "dataset": key_stable({"name": self.data.name, "digest": self.data.digest,
+                                   "train_subset": ds.train_subset, "defense_size": ds.defense_size,
+                                   "defense_in_training": ds.defense_in_training}),
             "attack": {"name": spec.name, "version": attack.version, "params": attack.params()},
             "model": {"name": self.cfg.model.name, "params": self.cfg.model.params},
-            "recipe": asdict(self.recipe), "seed": seed,
+            "recipe": key_stable(asdict(self.recipe)), "seed": seed,
         }
 
     def exposure_key_payload(self, model_key: str, spec: MethodSpec, seed: int) -> dict[str, Any]:
@@ -307,9 +314,13 @@ class GridRun:
         attack = self.attack(spec, seed)
         train_idx = self.split(seed)[1]
         poisoned = attack.poison_train(self.data.train.images[train_idx], self.data.train.labels[train_idx], seed)
-        model = train_classifier(self.new_model(seed), poisoned.images, poisoned.labels, self.recipe, seed,
+        images, labels = poisoned.images, poisoned.labels
+        if self.cfg.dataset.defense_in_training:  # ablation: D_d joins training, never poisoned
+            dd = self.defense_data(seed)
+            images, labels = np.concatenate([images, dd.images]), np.concatenate([labels, dd.labels])
+        model = train_classifier(self.new_model(seed), images, labels, self.recipe, seed,
                                  self.device, desc=f"train {spec.name}")
-        return model, {"poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(train_idx))}
+        return model, {"poison_count": int(len(poisoned.poison_indices)), "train_size": int(len(labels))}
 
     def _run_expose(self, atk: MethodSpec, seed: int, spec: MethodSpec, key: str, deps: dict) -> Artifacts:
         model_art: Artifacts = next(iter(deps.values()))

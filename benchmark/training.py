@@ -29,6 +29,9 @@ class TrainRecipe:
     gamma: float = 0.1
     #: "crop_flip" (the paper's), "flip" (keeps corner triggers fully visible) or "none"
     augmentation: Literal["crop_flip", "flip", "none"] = "crop_flip"
+    #: "bf16" trains under bfloat16 autocast (weights stay float32): 2-3x faster on CPUs with
+    #: AMX/AVX512-BF16 and on GPUs; "fp32" is the paper's precision
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 def _scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch: int):
@@ -48,7 +51,10 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
     gen = torch.Generator().manual_seed(seed)
     x_all = to_unit(images)
     y_all = torch.as_tensor(labels, dtype=torch.long)
-    model.to(device).train()
+    if recipe.precision == "bf16":  # channels-last weights let oneDNN use its fastest bf16 kernels
+        model.to(device, memory_format=torch.channels_last).train()
+    else:
+        model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
     steps = (len(y_all) + recipe.batch_size - 1) // recipe.batch_size
@@ -59,7 +65,8 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
             x = augment(x_all[idx], gen, crop=recipe.augmentation == "crop_flip") \
                 if recipe.augmentation != "none" else x_all[idx]
             x = normalize(x).to(device).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), y_all[idx].to(device))
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=recipe.precision == "bf16"):
+                loss = F.cross_entropy(model(x), y_all[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -43,6 +43,10 @@ def model_key(run_for, raw):
     {"model": {"name": "resnet18", "params": {"width": 4}}},
     {"dataset": {"name": "cifar10", "train_subset": 700, "test_subset": 200, "defense_size": 100}},
     {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 50}},
+    {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100,
+                 "defense_in_training": True}},
+    {"recipe": {"name": "tiny", "epochs": 1, "precision": "bf16"}},
+    {"recipe": {"name": "tiny", "epochs": 1, "augmentation": "flip"}},
 ])
 def test_every_determining_field_changes_the_model_key(run_for, change):
     assert model_key(run_for, RAW) != model_key(run_for, {**RAW, **change})
@@ -54,6 +58,10 @@ def test_every_determining_field_changes_the_model_key(run_for, change):
     {"name": "another-grid"},
     {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 300, "defense_size": 100}},
     {"trace_eval_size": 50},
+    # later-added fields at their "as before" value keep keys of caches built before they existed
+    {"recipe": {"name": "tiny", "epochs": 1, "precision": "fp32"}},
+    {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100,
+                 "defense_in_training": False}},
     {"device": "cuda"},
 ])
 def test_unrelated_fields_keep_the_model_key(run_for, change):

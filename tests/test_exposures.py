@@ -134,3 +134,27 @@ def test_awp_ebyd_variant_and_cft_fixed_labels_run(trained):
     fixed = EXPOSURES.get("cft")(cft_labels="fixed", epochs=2, lr=1e-3).expose(model, context(data))
     batch = EXPOSURES.get("cft")(epochs=2, lr=1e-3).expose(model, context(data))
     assert fixed.trace != batch.trace
+
+
+def test_cul_rnp_stop_rule_watches_the_running_training_accuracy(trained):
+    """stop_on="train_accuracy" (the RNP code's rule) stops on the epoch's running accuracy, not D_d's."""
+    from benchmark.exposures.cul import CleanUnlearning
+
+    model, data = trained
+    result = CleanUnlearning(stop_on="train_accuracy", ca_min=0.2, epochs=20, lr=0.05).expose(model, context(data))
+    last = result.trace[-1]
+    assert 0.0 <= last["train_acc"] <= 1.0
+    if result.stop_reason == "ca_min":
+        assert last["train_acc"] <= 0.2 and all(r["train_acc"] > 0.2 for r in result.trace[:-1])
+
+
+def test_cul_adam_option_differs_from_sgd(trained):
+    """optimizer="adam" (EBYD's unlearn.py) is a real alternative, not an alias of the SGD default."""
+    from benchmark.exposures.cul import CleanUnlearning
+
+    model, data = trained
+    sgd = CleanUnlearning(epochs=1).expose(model, context(data))
+    adam = CleanUnlearning(epochs=1, optimizer="adam", lr=1e-4).expose(model, context(data))
+    w_sgd, w_adam = sgd.model.state_dict()["conv1.weight"], adam.model.state_dict()["conv1.weight"]
+    assert not torch.equal(w_sgd, w_adam)
+    assert adam.trace[0]["dd_loss"] > 0

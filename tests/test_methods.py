@@ -76,3 +76,23 @@ def test_rp_threshold_rule_reads_only_defense_data(small_ctx):
         assert chosen["dd_acc"] >= round(acc0 - rp.max_acc_drop, 4) - 1e-4
         later = [s for s in info["rp_sweep"] if s["t"] > info["rp_threshold"]]
         assert all(s["dd_acc"] < acc0 - rp.max_acc_drop for s in later)
+
+
+def test_bf16_recipe_trains_float32_weights_deterministically():
+    """precision="bf16" autocasts the forward pass only: weights stay float32, runs repeat exactly."""
+    import numpy as np
+
+    from benchmark.training import TrainRecipe, train_classifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64)
+
+    def train(precision):
+        torch.manual_seed(0)
+        recipe = TrainRecipe(epochs=1, batch_size=32, augmentation="none", precision=precision)
+        return train_classifier(resnet18_narrow(width=4), x, y, recipe, seed=0).state_dict()
+
+    runs, fp32 = [train("bf16"), train("bf16")], train("fp32")
+    assert all(v.dtype == fp32[k].dtype for k, v in runs[0].items())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not torch.equal(runs[0]["conv1.weight"], fp32["conv1.weight"])

@@ -34,3 +34,41 @@ def test_finished_cells_are_skipped_with_the_stages_only_they_needed(tmp_path, d
     rest, skipped = plan(tmp_path, data_root, session_cache, cifar, blend_cells)
     assert skipped == len(blend_cells)
     assert not any(s.label.startswith(("blend", "train blend", "expose blend")) for s in rest)
+
+
+def test_defense_in_training_adds_clean_defense_data_to_victim_training(tmp_path, data_root, session_cache, cifar,
+                                                                         monkeypatch):
+    """The ablation trains on the poisoned split plus D_d, unpoisoned; by default D_d is held out."""
+    import numpy as np
+
+    import benchmark.runner as runner
+
+    seen = {}
+
+    def capture(model, images, labels, *args, **kwargs):
+        seen["images"], seen["labels"] = images, labels
+        return model
+
+    monkeypatch.setattr(runner, "train_classifier", capture)
+    for flag in (False, True):
+        raw = {**RAW, "attacks": ["badnets"], "dataset": {**RAW["dataset"], "defense_in_training": flag}}
+        run = GridRun(validate_config(raw), RunOptions(tmp_path, session_cache, data_root))
+        spec = run.cfg.attacks[0]
+        _, info = run.train_poisoned(spec, 0)
+        dd = run.defense_data(0)
+        tail_is_dd = len(seen["labels"]) >= len(dd) and np.array_equal(seen["images"][-len(dd):], dd.images)
+        assert info["train_size"] == len(seen["labels"]) == 600 + (len(dd) if flag else 0)
+        assert tail_is_dd == flag
+        assert ("D_d was also part of victim training" in " ".join(run.setting_notes(run.attack(spec, 0)))) == flag
+
+
+def test_every_prefix_of_the_test_subset_is_a_uniform_sample(tmp_path, data_root, session_cache, cifar):
+    """Traces and detection AUROCs read a prefix of the test subset; the ImageFolder tree is
+    class-sorted, so a sorted subset would make that prefix a few classes only."""
+    import numpy as np
+
+    raw = {**RAW, "dataset": {**RAW["dataset"], "test_subset": 2000}}
+    run = GridRun(validate_config(raw), RunOptions(tmp_path, session_cache, data_root))
+    prefix = run.data.test.labels[run.test_idx[:200]]
+    counts = np.bincount(prefix, minlength=10)
+    assert counts.min() >= 8 and counts.max() <= 35  # ≈ 20 each; sorted order would give ~2 classes
