@@ -43,7 +43,7 @@ def make_ctx(images, labels, store=None, built=None):
             store[key] = build()
         return store[key]
 
-    return AttackContext(images, labels, 10, "cpu", lambda **kw: resnet18_narrow(width=4, **kw), artifact)
+    return AttackContext(images, labels, 10, "cpu", lambda **kw: resnet18_narrow(width=8, **kw), artifact)
 
 
 def outside(rows: slice, cols: slice) -> np.ndarray:

@@ -12,7 +12,7 @@ from benchmark.errors import CacheError
 from benchmark.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
-       "model": {"name": "resnet18_narrow", "params": {"width": 4}},
+       "model": {"name": "resnet18_narrow", "params": {"width": 8}},
        "recipe": {"name": "tiny", "epochs": 1}, "attacks": ["badnets"], "exposures": ["cul"],
        "defenses": ["none"]}
 
@@ -39,8 +39,8 @@ def model_key(run_for, raw):
     {"attacks": ["blend"]},
     {"recipe": {"name": "tiny", "epochs": 2}},
     {"recipe": {"name": "tiny", "epochs": 1, "lr": 0.05}},
-    {"model": {"name": "resnet18_narrow", "params": {"width": 8}}},
-    {"model": {"name": "resnet18", "params": {"width": 4}}},
+    {"model": {"name": "resnet18_narrow", "params": {"width": 12}}},
+    {"model": {"name": "resnet18", "params": {"width": 8}}},
     {"dataset": {"name": "cifar10", "train_subset": 700, "test_subset": 200, "defense_size": 100}},
     {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 50}},
     {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100,

@@ -57,7 +57,7 @@ def stamp(images: np.ndarray) -> np.ndarray:
 
 
 def tiny_factory(**kw) -> nn.Module:
-    return resnet18_narrow(width=4, **kw)
+    return resnet18_narrow(width=8, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +371,7 @@ def test_detectors_run_through_the_harness(tmp_path, data_root, seeded_cache):
     config = tmp_path / "grid.yaml"
     config.write_text(
         "dataset: {name: cifar10, train_subset: 300, test_subset: 100, defense_size: 64}\n"
-        "model: {name: resnet18_narrow, params: {width: 4}}\n"
+        "model: {name: resnet18_narrow, params: {width: 8}}\n"
         "recipe: {name: tiny, epochs: 1, batch_size: 64}\n"
         "attacks: [badnets]\nexposures: [none, {name: cul, epochs: 1}]\n"
         "defenses: [{name: nc, epochs: 1}, {name: strip, n_overlays: 8}, fp]\ndetection_eval_size: 40\n")

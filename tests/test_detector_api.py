@@ -39,7 +39,7 @@ def test_input_filter_scores_are_turned_into_an_auroc(tmp_path, data_root, seede
     config = tmp_path / "grid.yaml"
     config.write_text(
         "dataset: {name: cifar10, train_subset: 300, test_subset: 200, defense_size: 100}\n"
-        "model: {name: resnet18_narrow, params: {width: 4}}\n"
+        "model: {name: resnet18_narrow, params: {width: 8}}\n"
         "recipe: {name: tiny, epochs: 1, batch_size: 64}\n"
         "attacks: [badnets]\ndefenses: [none, test_corner_filter]\ndetection_eval_size: 150\n")
     out = tmp_path / "out"

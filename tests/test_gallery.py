@@ -28,7 +28,7 @@ def tiny_ctx_factory(cifar, calls):
     def factory(attack, seed):
         calls.append((attack.name, seed))
         return AttackContext(cifar.train.images[idx], cifar.train.labels[idx], 10, "cpu",
-                             lambda **kw: resnet18_narrow(width=4, **kw), artifact)
+                             lambda **kw: resnet18_narrow(width=8, **kw), artifact)
 
     return factory
 

@@ -21,10 +21,15 @@ def test_resnet18_matches_the_reference_architecture():
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
 
 
+def test_too_thin_resnet_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="width 4 is below 8: oneDNN"):
+        resnet18_narrow(width=4)
+
+
 def test_masked_bn_with_unit_mask_equals_bn():
     torch.manual_seed(0)
-    plain = resnet18_narrow(width=4).eval()
-    masked = resnet18_narrow(width=4, norm_layer=MaskedBatchNorm2d).eval()
+    plain = resnet18_narrow(width=8).eval()
+    masked = resnet18_narrow(width=8, norm_layer=MaskedBatchNorm2d).eval()
     masked.load_state_dict(plain.state_dict(), strict=False)
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(plain(x), masked(x))
@@ -32,7 +37,7 @@ def test_masked_bn_with_unit_mask_equals_bn():
 
 def test_prune_zeroes_gamma_below_threshold_and_keeps_beta():
     torch.manual_seed(0)
-    model = resnet18_narrow(width=4)
+    model = resnet18_narrow(width=8)
     for _, bn in batchnorms(model):
         nn.init.uniform_(bn.bias, 0.5, 1.0)
     masks = [torch.linspace(0, 1, bn.num_features) for _, bn in batchnorms(model)]
@@ -47,12 +52,12 @@ def test_prune_zeroes_gamma_below_threshold_and_keeps_beta():
 @pytest.fixture(scope="module")
 def small_ctx(cifar):
     data = DefenseData(cifar.train.images[:128], cifar.train.labels[:128], 10)
-    return MethodContext(data, seed=0, model_factory=lambda **kw: resnet18_narrow(width=4, **kw))
+    return MethodContext(data, seed=0, model_factory=lambda **kw: resnet18_narrow(width=8, **kw))
 
 
 def test_cul_raises_the_clean_loss_and_records_a_trace(small_ctx):
     torch.manual_seed(0)
-    model = resnet18_narrow(width=4).eval()
+    model = resnet18_narrow(width=8).eval()
     seen = []
     small_ctx.monitor = lambda step, m: seen.append(step)
     result = CleanUnlearning(epochs=3, lr=0.05).expose(model, small_ctx)
@@ -65,7 +70,7 @@ def test_cul_raises_the_clean_loss_and_records_a_trace(small_ctx):
 
 def test_rp_threshold_rule_reads_only_defense_data(small_ctx):
     torch.manual_seed(0)
-    model = resnet18_narrow(width=4).eval()
+    model = resnet18_narrow(width=8).eval()
     rp = RecoverPruning(epochs=1)
     out = rp.defend(model, None, small_ctx)
     info = out.fields
@@ -90,7 +95,7 @@ def test_bf16_recipe_trains_float32_weights_deterministically():
     def train(precision):
         torch.manual_seed(0)
         recipe = TrainRecipe(epochs=1, batch_size=32, augmentation="none", precision=precision)
-        return train_classifier(resnet18_narrow(width=4), x, y, recipe, seed=0).state_dict()
+        return train_classifier(resnet18_narrow(width=8), x, y, recipe, seed=0).state_dict()
 
     runs, fp32 = [train("bf16"), train("bf16")], train("fp32")
     assert all(v.dtype == fp32[k].dtype for k, v in runs[0].items())

@@ -6,7 +6,7 @@ from benchmark.config import validate_config
 from benchmark.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
-       "model": {"name": "resnet18_narrow", "params": {"width": 4}}, "recipe": {"name": "tiny", "epochs": 1},
+       "model": {"name": "resnet18_narrow", "params": {"width": 8}}, "recipe": {"name": "tiny", "epochs": 1},
        "attacks": ["badnets", "blend"], "exposures": ["none", "cul", "cft"],
        "defenses": ["none", "rp", "ft", {"name": "rp", "lr": 0.05, "label": "RP-b"}]}
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.exposures.common import clean_stats
-from benchmark.methods import Exposure, ExposureResult, MethodContext, read_off_label
+from benchmark.exposures.common import finish, record_step
+from benchmark.methods import Exposure, ExposureResult, MethodContext
 from benchmark.registries import EXPOSURES
 from benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -68,15 +68,10 @@ class CleanUnlearning(Exposure):
                 opt.step()
                 correct += int((logits.argmax(1) == y).sum())
             sched.step()
-            dd_acc, dd_loss, shares = clean_stats(net, x_all, y_all, ctx.device)
             train_acc = correct / len(y_all)
-            trace.append({"step": epoch + 1, "dd_acc": dd_acc, "dd_loss": dd_loss, "train_acc": train_acc,
-                          "shares": shares})
-            ctx.monitor(epoch + 1, net)
+            dd_acc, dd_loss = record_step(trace, epoch + 1, net, x_all, y_all, ctx, train_acc=train_acc)
             watched = dd_acc if self.stop_on == "dd_accuracy" else train_acc
             if watched <= ca_min or dd_loss >= self.loss_bound:
                 stop_reason = "ca_min" if watched <= ca_min else "loss_bound"
                 break
-        net.eval()
-        label, share, shares = read_off_label(net, ctx)
-        return ExposureResult(net, label, share, shares, trace, stop_reason)
+        return finish(net, ctx, trace, stop_reason)
