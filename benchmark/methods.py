@@ -98,12 +98,18 @@ class DefenseResult:
     * input filtering: ``input_scorer``, a function from uint8 NHWC images to one suspicion
       score per image (higher = more likely triggered), each image scored independently. The
       harness scores clean and triggered test inputs with it and computes the AUROC.
+
+    ``alternatives`` (optional, any removal method that picks one model out of a family, e.g. one
+    pruned model per threshold): (label, build) pairs. After the method has returned, the harness
+    measures each one's test CA and ASR and stores them as ``diagnostic_sweep`` — analysis only
+    (reference §7.1-6), so nothing the method chose can depend on them.
     """
 
     model: nn.Module | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
     input_scorer: Callable[[np.ndarray], np.ndarray] | None = None
+    alternatives: list[tuple[dict[str, Any], Callable[[], nn.Module]]] = field(default_factory=list)
 
 
 @dataclass

@@ -175,6 +175,15 @@ class GridRun:
         labels = np.r_[np.zeros(len(clean)), np.ones(len(triggered))]
         return float(roc_auc_score(labels, np.r_[clean, triggered]))
 
+    def diagnostic_sweep(self, alternatives: list, attack: Any) -> list[dict[str, Any]]:
+        """Test CA/ASR of every alternative a method chose among, on the ``trace_eval_size`` prefix of
+        the test subset; for analysis only (reference §7.1-6), measured after the method returned."""
+        rows = []
+        for label, build in alternatives:
+            metrics = self.evaluate(build(), attack, self.cfg.trace_eval_size)
+            rows.append({**label, **{f"test_{k}": v for k, v in metrics.items()}})
+        return rows
+
     def _save_images(self, cell_key: str, images: dict[str, np.ndarray]) -> dict[str, str]:
         """Write a defense's images (HWC or HW floats in [0, 1]) as PNGs under OUT/artifacts/."""
         from PIL import Image
@@ -380,6 +389,10 @@ class GridRun:
             fields["images"] = self._save_images(key, out.images)
         timings = {"train": model_art.meta["train_seconds"], "defend": defend_seconds,
                    "evaluate": time.perf_counter() - t0}
+        if out.alternatives:
+            t0 = time.perf_counter()
+            fields["diagnostic_sweep"] = self.diagnostic_sweep(out.alternatives, attack)
+            timings["diagnostics"] = time.perf_counter() - t0
         record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings)
         self.store.append(record)
         log.info("cell %s: %s", record["label"], {k: None if v is None else round(v, 4) for k, v in metrics.items()})

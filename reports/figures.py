@@ -108,6 +108,44 @@ def asr_ca_scatter(df: pd.DataFrame, agg: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def threshold_sweeps(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> Figure | None:
+    """Test CA (solid) and ASR (dashed) of a pruning defense at every fixed threshold, from the
+    harness's ``diagnostic_sweep``; the threshold the method chose from ``D_d`` is marked (×).
+
+    Diagnostics only (reference §7.1-6): the method never saw these numbers.
+    """
+    rows = []
+    for r in df.itertuples(index=False):
+        info = getattr(r, "defense_info", None)
+        sweep = info.get("diagnostic_sweep") if isinstance(info, dict) else None
+        if not isinstance(sweep, list):
+            continue
+        chosen = next((v for k, v in info.items() if k.endswith("_threshold")), None)
+        rows += [{"attack": r.attack, "method": r.method, "t": s["t"], "chosen": chosen,
+                  "ca": 100.0 * s["test_ca"], "asr": None if s.get("test_asr") is None else 100.0 * s["test_asr"]}
+                 for s in sweep]
+    if not rows:
+        return None
+    sweeps = pd.DataFrame(rows)
+    attacks = tables.attack_order(sweeps["attack"])
+    methods = tables.method_order(sweeps["method"])
+    color = style.colors(methods)
+    fig, axes = style.figure(len(attacks))
+    for ax, attack in zip(axes, attacks):
+        for method in methods:
+            cells = sweeps[(sweeps["attack"] == attack) & (sweeps["method"] == method)]
+            if cells.empty:
+                continue
+            part = cells.groupby("t")[["ca", "asr"]].mean().reset_index()  # mean over seeds
+            ax.plot(part["t"], part["ca"], "-", color=color[method], label=f"{method} CA")
+            ax.plot(part["t"], part["asr"], "--", color=color[method], label=f"{method} ASR")
+            picked = part[part["t"].isin(pd.to_numeric(cells["chosen"], errors="coerce").dropna().unique())]
+            ax.plot(picked["t"], picked["asr"], "x", color=color[method], markersize=8)
+        ax.set(title=attack, xlabel="pruning threshold t", ylabel="% (test)", ylim=(-3, 103))
+    axes[0].legend(loc="best", frameon=False)
+    return fig
+
+
 #: figure kind -> (title shown on the page, builder); read-only
 def recovered_triggers(df: pd.DataFrame, agg: pd.DataFrame | None = None, limit: int = 12) -> Figure | None:
     """Images a defense saved (NC's recovered mask and pattern, paper Fig. 7), one row per cell.
@@ -140,6 +178,8 @@ FIGURES: Mapping[str, tuple[str, Builder]] = MappingProxyType({
     "asr-vs-ca": ("ASR vs CA of every defense", asr_ca_scatter),
     "recovered-triggers": ("Recovered triggers (masks and patterns saved by inspection defenses)",
                            recovered_triggers),
+    "threshold-sweeps": ("Pruning-threshold sweeps: test CA/ASR at every fixed threshold (diagnostics only; "
+                         "× marks the threshold chosen from D_d)", threshold_sweeps),
 })
 
 

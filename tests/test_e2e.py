@@ -53,6 +53,25 @@ def test_grid_writes_one_record_per_cell(first_run):
         assert (out / name).exists(), name
 
 
+def test_rp_records_a_diagnostic_sweep_that_matches_its_own_choice(first_run):
+    """Every fixed threshold 0.05-0.90 is measured on test data after RP returned (§7.1-6); the row at
+    the chosen threshold prunes as many channels as RP reported."""
+    _, _, out, _ = first_run
+    for r in records(out):
+        info = r["defense_info"]
+        if r["defense"] != "rp":
+            assert "diagnostic_sweep" not in info
+            continue
+        sweep = info["diagnostic_sweep"]
+        assert [row["t"] for row in sweep] == [round(0.05 * i, 2) for i in range(1, 19)]
+        assert all(0 <= row["test_ca"] <= 1 and 0 <= row["test_asr"] <= 1 for row in sweep)
+        assert [row["pruned"] for row in sweep] == sorted(row["pruned"] for row in sweep)
+        if info.get("rp_threshold") is not None:
+            chosen = next(row for row in sweep if row["t"] == info["rp_threshold"])
+            assert chosen["pruned"] == info["rp_pruned"]
+        assert r["timings"]["diagnostics"] >= 0
+
+
 def test_rerun_resumes_without_recomputing(first_run):
     config, cache, out, data_root = first_run
     before = (out / "results.jsonl").read_text()

@@ -46,6 +46,23 @@ def test_render_figures_png_and_pdf(records: pd.DataFrame, tmp_path: Path) -> No
         assert p.read_bytes().startswith(PNG if p.suffix == ".png" else PDF)
 
 
+def test_threshold_sweep_figure_marks_the_chosen_threshold(records: pd.DataFrame) -> None:
+    sweep = [{"t": t, "pruned": int(100 * t), "test_ca": 0.9 - 0.3 * t, "test_asr": max(0.0, 1.0 - 2 * t)}
+             for t in (0.05, 0.1, 0.2, 0.4)]
+    records = records.copy()
+    rp = records["defense"] == "rp"
+    records.loc[rp, "defense_info"] = pd.Series([{"rp_threshold": 0.2, "diagnostic_sweep": sweep}] * int(rp.sum()),
+                                                index=records.index[rp])
+    with style.context():
+        fig = figures.threshold_sweeps(tables.normalize(records))
+    ax = fig.axes[0]
+    assert ax.get_title() == "badnets"
+    marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert marks and all(list(m.get_xdata()) == [0.2] for m in marks)
+    assert all(list(m.get_ydata()) == [pytest.approx(60.0)] for m in marks)
+    assert figures.threshold_sweeps(tables.normalize(records.assign(defense_info=None))) is None
+
+
 def test_exposure_curves_panels_and_lines(records: pd.DataFrame) -> None:
     df = tables.normalize(records)
     traces = figures._traces(df)

@@ -15,7 +15,6 @@ The test-ASR-based threshold choice of other suites is never used.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from benchmark.defenses.common import defense_tensors, swap_norm
 from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, mask_step
-from benchmark.defenses.rp import prune, select_by_dd_rule
+from benchmark.defenses.rp import pruning_result, select_by_dd_rule
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, normalize
@@ -76,12 +75,7 @@ class AdversarialNeuronPruning(Defense):
             t, sweep = select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
         else:
             t, sweep = self.threshold, []
-        fields = {"anp_threshold": t, "anp_sweep": sweep, "anp_masks_total": int(sum(m.numel() for m in masks))}
-        if t is None:
-            fields["anp_infeasible"] = True
-            return DefenseResult(copy.deepcopy(model), fields)
-        fields["anp_pruned"] = int(sum(int((m <= t).sum()) for m in masks))
-        return DefenseResult(prune(model, masks, t), fields)
+        return pruning_result(model, masks, t, {"anp_threshold": t, "anp_sweep": sweep}, "anp")
 
     def learn_masks(self, model: nn.Module, ctx: MethodContext) -> list[torch.Tensor]:
         """ANP's mask optimisation on D_d; one mask tensor per BN layer, in module order."""

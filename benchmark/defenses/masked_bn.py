@@ -23,6 +23,18 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
 
 #: the pruning thresholds swept by the D_d rule (reference §7.1-6): 0.05, 0.10, …, 0.70
 DD_RULE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))
+#: the fixed-threshold sweep logged with test metrics for diagnostics only (§7.1-6): 0.05, …, 0.90
+DIAGNOSTIC_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 19))
+
+
+def pruned_count(masks: list[torch.Tensor], threshold: float) -> int:
+    """How many units a threshold prunes (mask ≤ threshold)."""
+    return int(sum(int((m <= threshold).sum()) for m in masks))
+
+
+def threshold_alternatives(masks: list[torch.Tensor], prune_at) -> list[tuple[dict, object]]:
+    """The pruned model at every diagnostic threshold, built lazily: ``prune_at(t)`` → model."""
+    return [({"t": t, "pruned": pruned_count(masks, t)}, lambda t=t: prune_at(t)) for t in DIAGNOSTIC_THRESHOLDS]
 
 
 def mask_step(opt: torch.optim.Optimizer, loss: torch.Tensor, masks: list[torch.Tensor]) -> None:

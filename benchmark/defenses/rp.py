@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import swap_norm
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step
+from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step,
+                                          pruned_count, threshold_alternatives)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -56,14 +57,10 @@ class RecoverPruning(Defense):
             t, sweep = self.threshold, []
         else:
             t, sweep = self.select_threshold(model, masks, select_ctx)
-        fields = {"rp_threshold": t, "rp_sweep": sweep, "rp_masks_total": int(sum(m.numel() for m in masks))}
-        if t is None:
-            fields["rp_infeasible"] = True
-            return DefenseResult(copy.deepcopy(model), fields)
-        pruned = prune(model, masks, t)
-        fields["rp_pruned"] = int(sum(int((m <= t).sum()) for m in masks))
-        fields["rp_threshold_below_paper_range"] = t < 0.4
-        return DefenseResult(pruned, fields)
+        fields = {"rp_threshold": t, "rp_sweep": sweep}
+        if t is not None:
+            fields["rp_threshold_below_paper_range"] = t < 0.4
+        return pruning_result(model, masks, t, fields, "rp")
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
@@ -99,10 +96,22 @@ def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodCo
     best, sweep = None, []
     for t in thresholds:
         acc = ctx.clean_accuracy(prune(model, masks, t))
-        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": int(sum(int((m <= t).sum()) for m in masks))})
+        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
         if acc >= acc0 - max_acc_drop:
             best = t
     return best, sweep
+
+
+def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None, fields: dict,
+                   prefix: str) -> DefenseResult:
+    """θ pruned at t (θ unchanged and ``<prefix>_infeasible`` when t is None), with the mask count,
+    the number pruned and, for diagnostics only, the pruned model at every fixed threshold."""
+    fields = {**fields, f"{prefix}_masks_total": int(sum(m.numel() for m in masks))}
+    alternatives = threshold_alternatives(masks, lambda th: prune(model, masks, th))
+    if t is None:
+        return DefenseResult(copy.deepcopy(model), {**fields, f"{prefix}_infeasible": True}, alternatives=alternatives)
+    fields[f"{prefix}_pruned"] = pruned_count(masks, t)
+    return DefenseResult(prune(model, masks, t), fields, alternatives=alternatives)
 
 
 def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:

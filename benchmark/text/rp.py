@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, pruned_count, threshold_alternatives
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -43,11 +43,13 @@ class TextRecoverPruning(LayerNormRecovery):
         t, sweep = ((self.threshold, []) if self.selection == "threshold"
                     else self.select_threshold(model, masks, select_data, ctx.device))
         fields = {"rp_threshold": t, "rp_sweep": sweep, "rp_masks_total": int(sum(m.numel() for m in masks))}
+        alternatives = threshold_alternatives(masks, lambda th: apply_masks(model, masks, threshold=th))
         if t is None:
-            return DefenseResult(copy.deepcopy(model).eval(), {**fields, "rp_infeasible": True})
-        fields["rp_pruned"] = _pruned(masks, t)
+            return DefenseResult(copy.deepcopy(model).eval(), {**fields, "rp_infeasible": True},
+                                 alternatives=alternatives)
+        fields["rp_pruned"] = pruned_count(masks, t)
         fields["rp_threshold_below_paper_range"] = t < 0.4
-        return DefenseResult(apply_masks(model, masks, threshold=t), fields)
+        return DefenseResult(apply_masks(model, masks, threshold=t), fields, alternatives=alternatives)
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
                          device: str) -> tuple[float | None, list[dict]]:
@@ -55,14 +57,10 @@ class TextRecoverPruning(LayerNormRecovery):
         best, sweep = None, []
         for t in self.thresholds:
             acc = dd_stats(apply_masks(model, masks, threshold=t), data, device)[0]
-            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": _pruned(masks, t)})
+            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
             if acc >= acc0 - self.max_acc_drop:
                 best = t
         return best, sweep
-
-
-def _pruned(masks: list[torch.Tensor], t: float) -> int:
-    return int(sum(int((m <= t).sum()) for m in masks))
 
 
 def _split_holdout(data: TextDefenseData, holdout: int) -> tuple[TextDefenseData, TextDefenseData]:
