@@ -121,7 +121,7 @@ def threshold_sweeps(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> Figur
         if not isinstance(sweep, list):
             continue
         chosen = next((v for k, v in info.items() if k.endswith("_threshold")), None)
-        rows += [{"attack": r.attack, "method": r.method, "t": s["t"], "chosen": chosen,
+        rows += [{"attack": r.attack, "method": r.method, "t": s["t"], "chosen": chosen, "before": 100.0 * r.ca_before,
                   "ca": 100.0 * s["test_ca"], "asr": None if s.get("test_asr") is None else 100.0 * s["test_asr"]}
                  for s in sweep]
     if not rows:
@@ -132,6 +132,8 @@ def threshold_sweeps(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> Figur
     color = style.colors(methods)
     fig, axes = style.figure(len(attacks))
     for ax, attack in zip(axes, attacks):
+        ax.axhline(sweeps.loc[sweeps["attack"] == attack, "before"].mean(), color="grey", linestyle=":",
+                   label="CA before defense")
         for method in methods:
             cells = sweeps[(sweeps["attack"] == attack) & (sweeps["method"] == method)]
             if cells.empty:

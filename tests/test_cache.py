@@ -123,3 +123,14 @@ def test_concurrent_runners_compute_an_artifact_once(tmp_path):
 def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 1.5})
+
+
+def test_bf16_on_a_cpu_without_avx512_warns(run_for, monkeypatch, caplog):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with caplog.at_level("WARNING", logger="benchmark.runner"):
+        run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "bf16"}})
+    assert "precision bf16 on a CPU with capability AVX2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="benchmark.runner"):
+        run_for(RAW)
+    assert "bf16" not in caplog.text
