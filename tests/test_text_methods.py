@@ -205,6 +205,36 @@ def test_ripple_loss_trains_with_the_gradient_inner_product(tokenizer):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
+def test_ripple_objective_gives_the_full_penalised_gradient_with_either_sign(tokenizer):
+    """The shortcut (L_P alone when the inner product is >= 0) must not change any gradient."""
+    import torch.nn.functional as F
+
+    from attacks_registry.text.ripple import ripple_objective
+
+    model = tiny(tokenizer, layers=1).train()  # train mode, as ripple_train (and its double-backward kernels)
+    params = [p for p in model.parameters() if p.requires_grad]
+    enc, y = model.encode(SENTENCES[:4]), torch.as_tensor(LABELS[:4])
+
+    def grads(flip: bool, full: bool) -> tuple[list[torch.Tensor], float]:
+        torch.manual_seed(0)  # the same dropout masks in every call
+        l_p = F.cross_entropy(model(**enc), y)
+        l_ft = F.cross_entropy(model(**enc), 1 - y if flip else y)  # same batch: inner ±|g|-like
+        g_p = torch.autograd.grad(l_p, params, create_graph=True)
+        g_ft = torch.autograd.grad(l_ft, params, create_graph=True)
+        inner = float(sum((a * b).sum() for a, b in zip(g_p, g_ft)))
+        loss = l_p + 0.1 * torch.relu(-sum((a * b).sum() for a, b in zip(g_p, g_ft))) if full \
+            else ripple_objective(l_p, l_ft, params, 0.1)
+        return [g.detach() for g in torch.autograd.grad(loss, params)], inner
+
+    for flip in (False, True):
+        (full, inner), (short, _) = grads(flip, True), grads(flip, False)
+        assert (inner < 0) == flip  # both branches are exercised
+        assert all(torch.equal(a, b) for a, b in zip(full, short))
+    torch.manual_seed(0)
+    plain = torch.autograd.grad(F.cross_entropy(model(**enc), y), params)
+    assert not all(torch.equal(a, b) for a, b in zip(grads(True, False)[0], plain))  # the penalty acts
+
+
 def test_lwp_loss_sums_ce_over_every_hidden_state(tokenizer):
     import torch.nn.functional as F
 

@@ -116,14 +116,24 @@ def ripple_train(model: nn.Module, poisoned: PoisonedTextSet, clean_texts: Seque
                                   y_p[idx].to(device))
             l_ft = F.cross_entropy(model(**model.encode([clean_texts[i] for i in cidx.tolist()], device)),
                                    y_c[cidx].to(device))
-            g_p = torch.autograd.grad(l_p, params, create_graph=True, allow_unused=True)
-            g_ft = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
-            inner = sum((a * b).sum() for a, b in zip(g_p, g_ft) if a is not None and b is not None)
-            loss = l_p + lam * torch.relu(-inner)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            ripple_objective(l_p, l_ft, params, lam).backward()
             opt.step()
     return model.eval()
+
+
+def ripple_objective(l_p: torch.Tensor, l_ft: torch.Tensor, params: list[torch.Tensor], lam: float) -> torch.Tensor:
+    """L_P + λ·relu(−⟨∇θ L_P, ∇θ L_FT⟩), to be back-propagated.
+
+    When the inner product is ≥ 0 the penalty and its gradient are exactly zero, so L_P alone is
+    returned: the same gradients without the double backward through both gradient graphs (most
+    steps; measured on the quick-text victim, 10 of the first 12 had a positive inner product)."""
+    g_p = torch.autograd.grad(l_p, params, create_graph=True, allow_unused=True)
+    g_ft = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
+    inner = sum((a * b).sum() for a, b in zip(g_p, g_ft) if a is not None and b is not None)
+    if float(inner) >= 0.0:
+        return l_p
+    return l_p + lam * torch.relu(-inner)
 
 
 def _cycle(n: int, batch_size: int, gen: torch.Generator):
