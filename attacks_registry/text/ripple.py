@@ -131,7 +131,7 @@ def ripple_objective(l_p: torch.Tensor, l_ft: torch.Tensor, params: list[torch.T
     g_p = torch.autograd.grad(l_p, params, create_graph=True, allow_unused=True)
     g_ft = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
     inner = sum((a * b).sum() for a, b in zip(g_p, g_ft) if a is not None and b is not None)
-    if float(inner) >= 0.0:
+    if float(inner.detach()) >= 0.0:
         return l_p
     return l_p + lam * torch.relu(-inner)
 
