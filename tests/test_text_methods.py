@@ -221,10 +221,9 @@ def test_ripple_objective_gives_the_full_penalised_gradient_with_either_sign(tok
         l_ft = F.cross_entropy(model(**enc), 1 - y if flip else y)  # same batch: inner ±|g|-like
         g_p = torch.autograd.grad(l_p, params, create_graph=True)
         g_ft = torch.autograd.grad(l_ft, params, create_graph=True)
-        inner = float(sum((a * b).sum() for a, b in zip(g_p, g_ft)).detach())
-        loss = l_p + 0.1 * torch.relu(-sum((a * b).sum() for a, b in zip(g_p, g_ft))) if full \
-            else ripple_objective(l_p, l_ft, params, 0.1)
-        return [g.detach() for g in torch.autograd.grad(loss, params)], inner
+        inner = sum((a * b).sum() for a, b in zip(g_p, g_ft))
+        loss = l_p + 0.1 * torch.relu(-inner) if full else ripple_objective(l_p, l_ft, params, 0.1)
+        return [g.detach() for g in torch.autograd.grad(loss, params)], float(inner.detach())
 
     for flip in (False, True):
         (full, inner), (short, _) = grads(flip, True), grads(flip, False)

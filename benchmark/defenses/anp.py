@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import defense_tensors, swap_norm
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, mask_step
-from benchmark.defenses.rp import pruning_result, select_by_dd_rule
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, mask_step, pruning_result
+from benchmark.defenses.rp import prune, select_by_dd_rule
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, normalize
@@ -75,7 +75,8 @@ class AdversarialNeuronPruning(Defense):
             t, sweep = select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
         else:
             t, sweep = self.threshold, []
-        return pruning_result(model, masks, t, {"anp_threshold": t, "anp_sweep": sweep}, "anp")
+        return pruning_result(model, masks, t, {"anp_threshold": t, "anp_sweep": sweep}, "anp",
+                              lambda th: prune(model, masks, th))
 
     def learn_masks(self, model: nn.Module, ctx: MethodContext) -> list[torch.Tensor]:
         """ANP's mask optimisation on D_d; one mask tensor per BN layer, in module order."""

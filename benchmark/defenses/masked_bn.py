@@ -5,9 +5,14 @@ forward = BN with scale γ·m and bias β unmasked; only the masks are trained.
 
 from __future__ import annotations
 
+import copy
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmark.methods import DefenseResult
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
@@ -32,9 +37,24 @@ def pruned_count(masks: list[torch.Tensor], threshold: float) -> int:
     return int(sum(int((m <= threshold).sum()) for m in masks))
 
 
-def threshold_alternatives(masks: list[torch.Tensor], prune_at) -> list[tuple[dict, object]]:
+def threshold_alternatives(masks: list[torch.Tensor],
+                           prune_at: Callable[[float], nn.Module]) -> list[tuple[dict, Callable[[], nn.Module]]]:
     """The pruned model at every diagnostic threshold, built lazily: ``prune_at(t)`` → model."""
     return [({"t": t, "pruned": pruned_count(masks, t)}, lambda t=t: prune_at(t)) for t in DIAGNOSTIC_THRESHOLDS]
+
+
+def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None, fields: dict, prefix: str,
+                   prune_at: Callable[[float], nn.Module]) -> DefenseResult:
+    """θ pruned at t by ``prune_at`` (θ unchanged and ``<prefix>_infeasible`` when t is None), with the
+    mask count, the number pruned and, for diagnostics only, the pruned model at every fixed threshold.
+    Shared by RP, ANP and text RP."""
+    fields = {**fields, f"{prefix}_masks_total": int(sum(m.numel() for m in masks))}
+    alternatives = threshold_alternatives(masks, prune_at)
+    if t is None:
+        return DefenseResult(copy.deepcopy(model).eval(), {**fields, f"{prefix}_infeasible": True},
+                             alternatives=alternatives)
+    fields[f"{prefix}_pruned"] = pruned_count(masks, t)
+    return DefenseResult(prune_at(t), fields, alternatives=alternatives)
 
 
 def mask_step(opt: torch.optim.Optimizer, loss: torch.Tensor, masks: list[torch.Tensor]) -> None:

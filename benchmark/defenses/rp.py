@@ -23,7 +23,7 @@ from torch import nn
 
 from benchmark.defenses.common import swap_norm
 from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step,
-                                          pruned_count, threshold_alternatives)
+                                          pruned_count, pruning_result)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -60,7 +60,7 @@ class RecoverPruning(Defense):
         fields = {"rp_threshold": t, "rp_sweep": sweep}
         if t is not None:
             fields["rp_threshold_below_paper_range"] = t < 0.4
-        return pruning_result(model, masks, t, fields, "rp")
+        return pruning_result(model, masks, t, fields, "rp", lambda th: prune(model, masks, th))
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
@@ -100,18 +100,6 @@ def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodCo
         if acc >= acc0 - max_acc_drop:
             best = t
     return best, sweep
-
-
-def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None, fields: dict,
-                   prefix: str) -> DefenseResult:
-    """θ pruned at t (θ unchanged and ``<prefix>_infeasible`` when t is None), with the mask count,
-    the number pruned and, for diagnostics only, the pruned model at every fixed threshold."""
-    fields = {**fields, f"{prefix}_masks_total": int(sum(m.numel() for m in masks))}
-    alternatives = threshold_alternatives(masks, lambda th: prune(model, masks, th))
-    if t is None:
-        return DefenseResult(copy.deepcopy(model), {**fields, f"{prefix}_infeasible": True}, alternatives=alternatives)
-    fields[f"{prefix}_pruned"] = pruned_count(masks, t)
-    return DefenseResult(prune(model, masks, t), fields, alternatives=alternatives)
 
 
 def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:

@@ -10,7 +10,6 @@ acc₀ − ``max_acc_drop``; none qualifies → θ unpruned, ``rp_infeasible``. 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, pruned_count, threshold_alternatives
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, pruned_count, pruning_result
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -42,14 +41,10 @@ class TextRecoverPruning(LayerNormRecovery):
         masks = self.recover(exposed.model if exposed is not None else model, recover_data, ctx)
         t, sweep = ((self.threshold, []) if self.selection == "threshold"
                     else self.select_threshold(model, masks, select_data, ctx.device))
-        fields = {"rp_threshold": t, "rp_sweep": sweep, "rp_masks_total": int(sum(m.numel() for m in masks))}
-        alternatives = threshold_alternatives(masks, lambda th: apply_masks(model, masks, threshold=th))
-        if t is None:
-            return DefenseResult(copy.deepcopy(model).eval(), {**fields, "rp_infeasible": True},
-                                 alternatives=alternatives)
-        fields["rp_pruned"] = pruned_count(masks, t)
-        fields["rp_threshold_below_paper_range"] = t < 0.4
-        return DefenseResult(apply_masks(model, masks, threshold=t), fields, alternatives=alternatives)
+        fields = {"rp_threshold": t, "rp_sweep": sweep}
+        if t is not None:
+            fields["rp_threshold_below_paper_range"] = t < 0.4
+        return pruning_result(model, masks, t, fields, "rp", lambda th: apply_masks(model, masks, threshold=th))
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
                          device: str) -> tuple[float | None, list[dict]]:
