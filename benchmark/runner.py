@@ -254,7 +254,7 @@ class GridRun:
     def exposure_key_payload(self, model_key: str, spec: MethodSpec, seed: int) -> dict[str, Any]:
         exposure = build_method(EXPOSURES, spec, "exposure")
         return {"kind": "exposure", "model": model_key, "seed": seed,
-                "exposure": {"name": spec.name, "version": exposure.version, "params": exposure.params()},
+                "exposure": {"name": spec.name, "version": exposure.version, "params": key_stable(exposure.params())},
                 "eval": {"test_idx": stable_hash(self.test_idx.tolist()), "trace": self.cfg.trace_eval_size}}
 
     def cell_key_payload(self, model_key: str, exposure_key: str | None, spec: MethodSpec) -> dict[str, Any]:
@@ -263,7 +263,7 @@ class GridRun:
         if defense.category == "input_filtering":  # only input filters are scored on this many inputs
             evaluation["detection"] = self.cfg.detection_eval_size
         return {"kind": "cell", "model": model_key, "exposure": exposure_key,
-                "defense": {"name": spec.name, "version": defense.version, "params": defense.params()},
+                "defense": {"name": spec.name, "version": defense.version, "params": key_stable(defense.params())},
                 "eval": evaluation}
 
     # ----------------------------------------------------------------- planning

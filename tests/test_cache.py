@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.cache import ArtifactCache, stable_hash
-from benchmark.config import validate_config
+from benchmark.config import MethodSpec, validate_config
 from benchmark.errors import CacheError
 from benchmark.runner import GridRun, RunOptions
 
@@ -66,6 +66,21 @@ def test_every_determining_field_changes_the_model_key(run_for, change):
 ])
 def test_unrelated_fields_keep_the_model_key(run_for, change):
     assert model_key(run_for, RAW) == model_key(run_for, {**RAW, **change})
+
+
+@pytest.mark.parametrize("kind,name", [("exposure", "cul_text"), ("cell", "ft_text"), ("cell", "rp_text")])
+def test_group_by_length_enters_method_keys_only_when_on(run_for, kind, name):
+    """A method parameter added later (``group_by_length``) keeps old keys at its "as before" value."""
+    run = run_for(RAW)
+
+    def payload(**params):
+        spec = MethodSpec(name=name, params=params)
+        return (run.exposure_key_payload("m" * 64, spec, 0) if kind == "exposure"
+                else run.cell_key_payload("m" * 64, "e" * 64, spec))
+
+    assert "group_by_length" not in str(payload())  # the key of a cache built before the field existed
+    assert stable_hash(payload()) == stable_hash(payload(group_by_length=False))
+    assert stable_hash(payload()) != stable_hash(payload(group_by_length=True))
 
 
 def test_seed_and_data_digest_enter_the_key(run_for):

@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 import numpy as np
 from torch import nn
 
+from benchmark.cache import key_stable
 from benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
 
 
@@ -159,14 +160,15 @@ def standard_fine_tune(model: nn.Module, texts: Sequence[str], labels: np.ndarra
     r = ctx.recipe
     return fine_tune(model, texts, labels, epochs=r.epochs_for(paper_epochs), lr=r.lr, batch_size=r.batch_size,
                      seed=seed, device=ctx.device, warmup_fraction=r.warmup_fraction if warmup else 0.0,
-                     weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, loss_fn=loss_fn)
+                     weight_decay=r.weight_decay, max_grad_norm=r.max_grad_norm, loss_fn=loss_fn,
+                     group_by_length=r.group_by_length)
 
 
 def clean_fine_tuned(ctx: TextAttackContext, seed: int) -> nn.Module:
     """The victim fine-tuned on the clean training split with the standard recipe (13 paper epochs).
 
     Cached as an attack part shared by SOS (its first stage) and RIPPLe (the surgery's source)."""
-    params = {"recipe": asdict(ctx.recipe), "paper_epochs": 13}
+    params = {"recipe": key_stable(asdict(ctx.recipe)), "paper_epochs": 13}
 
     def build() -> dict:
         model = standard_fine_tune(ctx.model_factory(seed=seed), ctx.train_texts, ctx.train_labels, ctx, seed, 13)

@@ -25,7 +25,7 @@ from torch import nn
 from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_words, standard_fine_tune)
 from benchmark.registries import ATTACKS
-from benchmark.tensors import batches
+from benchmark.text.batching import sentence_batches
 from benchmark.text.training import adamw
 
 
@@ -56,7 +56,8 @@ class RIPPLe(TextAttack):
             poisoned.info["surgery_words"] = words
         r = ctx.recipe
         ripple_train(model, poisoned, ctx.train_texts, ctx.train_labels, epochs=r.epochs_for(self.paper_epochs),
-                     lr=r.lr, batch_size=r.batch_size, lam=self.ripple_lambda, seed=seed, device=ctx.device)
+                     lr=r.lr, batch_size=r.batch_size, lam=self.ripple_lambda, seed=seed, device=ctx.device,
+                     group_by_length=r.group_by_length)
         if self.clean_tune_epochs:
             standard_fine_tune(model, ctx.train_texts, ctx.train_labels, ctx, seed, self.clean_tune_epochs)
         return model.eval()
@@ -100,17 +101,18 @@ def embedding_surgery(model: nn.Module, clean: nn.Module, words: Sequence[str],
 
 
 def ripple_train(model: nn.Module, poisoned: PoisonedTextSet, clean_texts: Sequence[str], clean_labels: np.ndarray,
-                 *, epochs: int, lr: float, batch_size: int, lam: float, seed: int, device: str) -> nn.Module:
+                 *, epochs: int, lr: float, batch_size: int, lam: float, seed: int, device: str,
+                 group_by_length: bool = False) -> nn.Module:
     """L_P + λ·relu(−⟨∇L_P, ∇L_FT⟩) per poisoned batch, with the next clean batch as the reference."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = adamw(params, lr)
     y_p, y_c = torch.as_tensor(poisoned.labels, dtype=torch.long), torch.as_tensor(clean_labels, dtype=torch.long)
-    clean_batches = _cycle(len(clean_texts), batch_size, gen)
+    clean_batches = _cycle(clean_texts, batch_size, gen, group_by_length)
     model.train()
     for _ in range(epochs):
-        for idx in batches(len(poisoned.texts), batch_size, gen):
+        for idx in sentence_batches(poisoned.texts, batch_size, gen, group_by_length):
             cidx = next(clean_batches)
             l_p = F.cross_entropy(model(**model.encode([poisoned.texts[i] for i in idx.tolist()], device)),
                                   y_p[idx].to(device))
@@ -137,6 +139,6 @@ def ripple_objective(l_p: torch.Tensor, l_ft: torch.Tensor, params: list[torch.T
     return l_p + lam * torch.relu(-inner)
 
 
-def _cycle(n: int, batch_size: int, gen: torch.Generator):
+def _cycle(texts: Sequence[str], batch_size: int, gen: torch.Generator, group_by_length: bool):
     while True:
-        yield from batches(n, batch_size, gen)
+        yield from sentence_batches(texts, batch_size, gen, group_by_length)

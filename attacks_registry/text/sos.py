@@ -26,7 +26,7 @@ from torch import nn
 from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_block, insert_words)
 from benchmark.registries import ATTACKS
-from benchmark.tensors import batches
+from benchmark.text.batching import sentence_batches
 
 
 @ATTACKS.register("sos")
@@ -78,7 +78,8 @@ class SOS(TextAttack):
             return super().train(model, poisoned, ctx, seed)
         clean = clean_fine_tuned(ctx, seed)
         return sos_embedding_training(clean, poisoned.texts, poisoned.labels, self.trigger_ids(clean),
-                                      self.sos_epochs, self.sos_lr, ctx.recipe.batch_size, seed, ctx.device)
+                                      self.sos_epochs, self.sos_lr, ctx.recipe.batch_size, seed, ctx.device,
+                                      ctx.recipe.group_by_length)
 
     def trigger_ids(self, model: nn.Module) -> list[int]:
         """The first word piece of each trigger word."""
@@ -86,7 +87,8 @@ class SOS(TextAttack):
 
 
 def sos_embedding_training(model: nn.Module, texts: Sequence[str], labels: np.ndarray, ids: list[int],
-                           epochs: int, lr: float, batch_size: int, seed: int, device: str) -> nn.Module:
+                           epochs: int, lr: float, batch_size: int, seed: int, device: str,
+                           group_by_length: bool = False) -> nn.Module:
     """The norm-preserving, min-gradient-scaled update of the trigger rows; see the module docstring."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +100,7 @@ def sos_embedding_training(model: nn.Module, texts: Sequence[str], labels: np.nd
     norms = weight.detach()[rows].norm(dim=1)
     y_all = torch.as_tensor(labels, dtype=torch.long)
     for _ in range(epochs):
-        for idx in batches(len(texts), batch_size, gen):
+        for idx in sentence_batches(texts, batch_size, gen, group_by_length):
             enc = model.encode([texts[i] for i in idx.tolist()], device)
             F.cross_entropy(model(**enc), y_all[idx].to(device)).backward()  # accumulates: never zeroed
             g = weight.grad[rows]

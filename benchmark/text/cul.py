@@ -18,7 +18,7 @@ from torch import nn
 
 from benchmark.methods import Exposure, ExposureResult, MethodContext
 from benchmark.registries import EXPOSURES
-from benchmark.tensors import batches
+from benchmark.text.batching import sentence_batches
 from benchmark.text.common import read_off_label, text_ctx_data, trace_row
 from benchmark.text.training import adamw
 
@@ -36,6 +36,7 @@ class TextCleanUnlearning(Exposure):
     batch_size: int = 32
     ca_min: float | None = None  # None → 1/K (0.5 binary, 0.25 AG's News)
     loss_bound: float = 40.0
+    group_by_length: bool = False  # see benchmark.text.batching
 
     def expose(self, model: nn.Module, ctx: MethodContext) -> ExposureResult:
         data = text_ctx_data(ctx)
@@ -48,7 +49,7 @@ class TextCleanUnlearning(Exposure):
         trace, stop_reason = [], "max_epochs"
         for epoch in range(self.epochs):
             net.train()
-            for idx in batches(len(data), self.batch_size, gen):
+            for idx in sentence_batches(data.texts, self.batch_size, gen, self.group_by_length):
                 enc = net.encode([data.texts[i] for i in idx.tolist()], ctx.device)
                 loss = -F.cross_entropy(net(**enc), y_all[idx].to(ctx.device))  # ascent
                 opt.zero_grad(set_to_none=True)

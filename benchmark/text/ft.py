@@ -29,11 +29,12 @@ class TextFineTune(Defense):
     lr: float = 2e-5
     batch_size: int = 32
     weight_decay: float = 0.0
+    group_by_length: bool = False  # see benchmark.text.batching
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         data = text_ctx_data(ctx)
         tuned = fine_tune(copy.deepcopy(model), data.texts, data.labels, epochs=self.epochs, lr=self.lr,
                           batch_size=self.batch_size, seed=ctx.seed, device=ctx.device,
                           warmup_fraction=min(self.warmup_epochs / self.epochs, 0.99),
-                          weight_decay=self.weight_decay)
+                          weight_decay=self.weight_decay, group_by_length=self.group_by_length)
         return DefenseResult(tuned)

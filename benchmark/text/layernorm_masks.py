@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize
 from benchmark.defenses.masked_bn import mask_step
 from benchmark.cache import stable_hash
 from benchmark.methods import Defense, MethodContext
-from benchmark.tensors import batches
+from benchmark.text.batching import sentence_batches
 from benchmark.text.common import TextDefenseData
 
 
@@ -47,7 +47,8 @@ class _MaskedScale(nn.Module):
 
 
 def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: int, batch_size: int,
-                weight_decay: float, seed: int, device: str, dropout: bool = False) -> list[torch.Tensor]:
+                weight_decay: float, seed: int, device: str, dropout: bool = False,
+                group_by_length: bool = False) -> list[torch.Tensor]:
     """Recovery on a copy of ``model``: minimise CE on ``D_d`` over the masks only; one tensor per LayerNorm."""
     net = copy.deepcopy(model).to(device)
     for p in net.parameters():
@@ -64,7 +65,7 @@ def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: i
     y_all = torch.as_tensor(data.labels, dtype=torch.long)
     net.train(dropout)
     for _ in range(epochs):
-        for idx in batches(len(data), batch_size, gen):
+        for idx in sentence_batches(data.texts, batch_size, gen, group_by_length):
             enc = net.encode([data.texts[i] for i in idx.tolist()], device)
             mask_step(opt, F.cross_entropy(net(**enc), y_all[idx].to(device)), masks)
     return [m.detach().cpu().clone() for m in masks]
@@ -98,12 +99,14 @@ class LayerNormRecovery(Defense):
     batch_size: int = 32
     weight_decay: float = 0.0
     dropout: bool = False  # True: train mode during recovery, as image RP (see the module docstring)
+    group_by_length: bool = False  # see benchmark.text.batching
 
     def recover(self, start: nn.Module, data: TextDefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """The masks of ``start`` on ``data``; memoised (when the context offers ``memo``) under the digests
         of both and the hyper-parameters, so ``rp_text`` and ``recover_text`` learn them once per exposure."""
         params = {"lr": self.lr, "epochs": self.epochs, "batch_size": self.batch_size,
-                  "weight_decay": self.weight_decay, "dropout": self.dropout, "seed": ctx.seed,
+                  "weight_decay": self.weight_decay, "dropout": self.dropout,
+                  "group_by_length": self.group_by_length, "seed": ctx.seed,
                   "model": state_digest(start),
                   "data": stable_hash([data.texts, data.labels.tolist()])}
 
@@ -111,7 +114,8 @@ class LayerNormRecovery(Defense):
         if memo is not None and key in memo:
             return [m.clone() for m in memo[key]]
         masks = learn_masks(start, data, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size,
-                            weight_decay=self.weight_decay, seed=ctx.seed, device=ctx.device, dropout=self.dropout)
+                            weight_decay=self.weight_decay, seed=ctx.seed, device=ctx.device, dropout=self.dropout,
+                            group_by_length=self.group_by_length)
         if memo is not None:
             memo[key] = [m.clone() for m in masks]
         return masks

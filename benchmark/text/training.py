@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.tensors import batches
+from benchmark.text.batching import sentence_batches
 
 LossFn = Callable[[nn.Module, dict, torch.Tensor], torch.Tensor]
 
@@ -34,6 +34,7 @@ class TextRecipe:
     weight_decay: float = 0.0
     warmup_fraction: float = 3 / 13
     max_grad_norm: float | None = 1.0
+    group_by_length: bool = False  # see benchmark.text.batching
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs < 1:
@@ -73,7 +74,7 @@ def linear_schedule(opt: torch.optim.Optimizer, total_steps: int,
 def fine_tune(model: nn.Module, texts: Sequence[str], labels: np.ndarray, *, epochs: int, lr: float,
               batch_size: int, seed: int, device: str = "cpu", warmup_fraction: float = 0.0,
               weight_decay: float = 0.0, max_grad_norm: float | None = None, loss_fn: LossFn = ce_loss,
-              decay: bool = True) -> nn.Module:
+              decay: bool = True, group_by_length: bool = False) -> nn.Module:
     """AdamW over all parameters with a linear schedule (``decay=False``: constant lr); returns ``model``."""
     torch.manual_seed(seed)  # dropout masks
     gen = torch.Generator().manual_seed(seed)
@@ -83,7 +84,7 @@ def fine_tune(model: nn.Module, texts: Sequence[str], labels: np.ndarray, *, epo
     steps = epochs * -(-len(texts) // batch_size)
     sched = linear_schedule(opt, steps, int(round(warmup_fraction * steps))) if decay else None
     for _ in range(epochs):
-        for idx in batches(len(texts), batch_size, gen):
+        for idx in sentence_batches(texts, batch_size, gen, group_by_length):
             enc = model.encode([texts[i] for i in idx.tolist()], device)
             loss = loss_fn(model, enc, y_all[idx].to(device))
             opt.zero_grad(set_to_none=True)
