@@ -9,9 +9,10 @@ still sees every sentence once in a seeded random order of batches; what changes
 sentences share a batch. Off by default (the paper's and OpenBackdoor's random batches).
 
 Measured on ``configs/quick-text.yaml`` (seed 0, 2-core CPU): with grouped victim training each
-victim trained in 182–277 s instead of 225–361 s, but SOS's ASR fell from 1.00 to 0.77 and
-Syntactic's from 0.82 to 0.75 (one seed, so possibly batch-order noise). The preset therefore
-groups only the methods that train on the 500 defense sentences (CUL, mask recovery, FT).
+victim trained in 182–277 s instead of 225–361 s. With seed 0, SOS's ASR fell from 1.00 to 0.77 and
+Syntactic's from 0.82 to 0.75; with seed 1, grouped and random batches gave the same (SOS 1.00 both,
+Syntactic 0.79 both), so that looks like batch-order noise on a borderline Syntactic. The preset
+still groups only the methods that train on the 500 defense sentences (CUL, mask recovery, FT).
 """
 
 from __future__ import annotations
