@@ -43,6 +43,22 @@ def threshold_alternatives(masks: list[torch.Tensor],
     return [({"t": t, "pruned": pruned_count(masks, t)}, lambda t=t: prune_at(t)) for t in DIAGNOSTIC_THRESHOLDS]
 
 
+def dd_rule(accuracy: Callable[[nn.Module], float], prune_at: Callable[[float], nn.Module],
+            masks: list[torch.Tensor], thresholds: tuple[float, ...],
+            max_acc_drop: float, model: nn.Module) -> tuple[float | None, list[dict]]:
+    """The reference's D_d-only rule (§7.1-6): the largest t in ``thresholds`` whose pruned θ keeps
+    ``accuracy`` (on defense data only) ≥ acc₀ − ``max_acc_drop``; None if none does. Shared by RP,
+    ANP and text RP, which pass their own accuracy and pruning."""
+    acc0 = accuracy(model)
+    best, sweep = None, []
+    for t in thresholds:
+        acc = accuracy(prune_at(t))
+        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
+        if acc >= acc0 - max_acc_drop:
+            best = t
+    return best, sweep
+
+
 def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None, fields: dict, prefix: str,
                    prune_at: Callable[[float], nn.Module]) -> DefenseResult:
     """θ pruned at t by ``prune_at`` (θ unchanged and ``<prefix>_infeasible`` when t is None), with the

@@ -23,7 +23,7 @@ from torch import nn
 
 from benchmark.defenses.common import swap_norm
 from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step,
-                                          pruned_count, pruning_result)
+                                          dd_rule, pruning_result)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -90,16 +90,8 @@ class RecoverPruning(Defense):
 
 def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodContext,
                       thresholds: tuple[float, ...], max_acc_drop: float) -> tuple[float | None, list[dict]]:
-    """The reference's D_d-only rule (§7.1-6), shared with ANP: the largest t in ``thresholds`` whose
-    pruned θ keeps un-augmented D_d accuracy ≥ acc₀ − ``max_acc_drop``; None if none does."""
-    acc0 = ctx.clean_accuracy(model)
-    best, sweep = None, []
-    for t in thresholds:
-        acc = ctx.clean_accuracy(prune(model, masks, t))
-        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
-        if acc >= acc0 - max_acc_drop:
-            best = t
-    return best, sweep
+    """:func:`dd_rule` with un-augmented D_d accuracy and BN-γ pruning (RP and ANP)."""
+    return dd_rule(ctx.clean_accuracy, lambda t: prune(model, masks, t), masks, thresholds, max_acc_drop, model)
 
 
 def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:

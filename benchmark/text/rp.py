@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, pruned_count, pruning_result
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, dd_rule, pruning_result
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -48,14 +48,8 @@ class TextRecoverPruning(LayerNormRecovery):
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
                          device: str) -> tuple[float | None, list[dict]]:
-        acc0 = dd_stats(model, data, device)[0]
-        best, sweep = None, []
-        for t in self.thresholds:
-            acc = dd_stats(apply_masks(model, masks, threshold=t), data, device)[0]
-            sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
-            if acc >= acc0 - self.max_acc_drop:
-                best = t
-        return best, sweep
+        return dd_rule(lambda m: dd_stats(m, data, device)[0], lambda t: apply_masks(model, masks, threshold=t),
+                       masks, self.thresholds, self.max_acc_drop, model)
 
 
 def _split_holdout(data: TextDefenseData, holdout: int) -> tuple[TextDefenseData, TextDefenseData]:
