@@ -25,6 +25,43 @@ def attack_success_rate(triggered_predictions: np.ndarray, true_labels: np.ndarr
     return float((preds[keep] == target).mean())
 
 
+def prior_matched(clean_logits: np.ndarray, clean_labels: np.ndarray, triggered_logits: np.ndarray,
+                  triggered_labels: np.ndarray, target: int) -> tuple[float, float]:
+    """CA and ASR at the prior-matched operating point (analysis only; text grids record it).
+
+    A constant is added to the target logit so that the share of clean samples predicted as the
+    target equals the share labelled as it; then CA and ASR are measured as usual. Why: a removal
+    method that merely tilts every prediction away from the target class (on a binary task, a pruned
+    model that calls almost everything "negative") lowers ASR without removing the trigger's
+    effect; at the prior-matched point such a model's ASR comes back. The offset is computed from
+    the clean test predictions' margins, never shown to a method.
+    """
+    clean_logits, triggered_logits = np.asarray(clean_logits, float), np.asarray(triggered_logits, float)
+    clean_labels, triggered_labels = np.asarray(clean_labels), np.asarray(triggered_labels)
+    margin, trig_margin = _target_margin(clean_logits, target), _target_margin(triggered_logits, target)
+    k = int(round(float((clean_labels == target).mean()) * len(margin)))  # clean samples to call "target"
+    ranked = np.sort(margin)[::-1]
+    if k == 0:
+        threshold = ranked[0] + 1.0
+    elif k == len(ranked):
+        threshold = ranked[-1] - 1.0
+    else:
+        threshold = (ranked[k - 1] + ranked[k]) / 2.0
+    others = clean_logits.copy()
+    others[:, target] = -np.inf
+    pred = np.where(margin > threshold, target, others.argmax(1))
+    keep = triggered_labels != target
+    if not keep.any():
+        raise ValueError("ASR needs at least one sample whose true label differs from the target")
+    return accuracy(pred, clean_labels), float((trig_margin[keep] > threshold).mean())
+
+
+def _target_margin(logits: np.ndarray, target: int) -> np.ndarray:
+    """Target logit minus the largest other logit, per sample."""
+    others = np.delete(logits, target, axis=1)
+    return logits[:, target] - others.max(1)
+
+
 def backdoor_exposure_metric(asr: list[float], ca: list[float]) -> float:
     """BEM = mean(ASR_i − CA_i) / mean(ASR_i) over the exposure steps (paper Eq. 7)."""
     if not asr or len(asr) != len(ca):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from benchmark.metrics import accuracy, attack_success_rate, backdoor_exposure_metric, prediction_shares
+from benchmark.metrics import accuracy, attack_success_rate, backdoor_exposure_metric, prediction_shares, prior_matched
 
 
 def test_accuracy_counts_every_sample():
@@ -45,3 +45,45 @@ def test_exposure_detection_auroc_separates_clean_from_backdoored():
     # pairs (pos, neg): (0.95 > 0.4), (0.95 > 0.7), (0.6 > 0.4), (0.6 < 0.7) → 3/4
     assert exposure_detection_auroc(pd.DataFrame(rows)) == {"cul": 0.75}
     assert exposure_detection_auroc(pd.DataFrame(rows[:3])) == {"cul": None}
+
+
+def _binary_logits(margins):
+    return np.stack([np.zeros(len(margins)), np.asarray(margins, float)], axis=1)
+
+
+def test_prior_matched_sees_through_a_shift_away_from_the_target():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(50, int), np.ones(50, int)]
+    clean = labels * 2.0 - 1.0 + rng.normal(0, 0.3, 100)  # margin of class 1 over class 0
+    trig = np.full(40, 3.0) + rng.normal(0, 0.3, 40)      # the trigger pushes to class 1
+    trig_labels = np.zeros(40, int)
+    ca0, asr0 = prior_matched(_binary_logits(clean), labels, _binary_logits(trig), trig_labels, 1)
+    assert (ca0, asr0) == (1.0, 1.0)
+    # a "defense" that only lowers the target logit by 5: plain ASR 0, CACC 0.5
+    shifted_clean, shifted_trig = _binary_logits(clean - 5), _binary_logits(trig - 5)
+    assert attack_success_rate(shifted_trig.argmax(1), trig_labels, 1) == 0.0
+    assert accuracy(shifted_clean.argmax(1), labels) == 0.5
+    assert prior_matched(shifted_clean, labels, shifted_trig, trig_labels, 1) == (ca0, asr0)
+
+
+def test_prior_matched_keeps_a_removed_backdoor_removed():
+    labels = np.r_[np.zeros(3, int), np.ones(3, int)]
+    clean = _binary_logits([-2, -1.5, -1, 1, 1.5, 2])
+    trig = _binary_logits([-1.2, -2.0, 0.5])  # one triggered sample above the matched threshold (0)
+    ca, asr = prior_matched(clean, labels, trig, np.zeros(3, int), 1)
+    assert ca == 1.0 and asr == pytest.approx(1 / 3)
+
+
+def test_prior_matched_multiclass_uses_the_target_versus_rest_margin():
+    clean = np.array([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [0, 4.0, 4.5]])
+    labels = np.array([0, 1, 2, 1])
+    trig = np.array([[0, 0, 1.0], [0, 0, 3.0]])
+    ca, asr = prior_matched(clean, labels, trig, np.array([0, 1]), 2)
+    # target share 1/4: only sample 2 (margin 5) is called "2"; sample 3 (margin 0.5) falls back to class 1
+    assert ca == 1.0
+    assert asr == 0.5  # threshold (5 + 0.5) / 2 = 2.75: the second triggered sample (margin 3) succeeds
+
+
+def test_prior_matched_needs_non_target_triggered_samples():
+    with pytest.raises(ValueError):
+        prior_matched(_binary_logits([-1, 1]), np.array([0, 1]), _binary_logits([2.0]), np.array([1]), 1)

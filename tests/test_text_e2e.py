@@ -51,6 +51,7 @@ def test_text_grid_end_to_end(text_root, tmp_path):
         assert r["dataset"] == "sst2" and r["model"] == "minilm-l6"
         assert r["exposure"] == (None if r["defense"] == "onion" else "cul_text")  # onion ignores it
         assert 0 <= r["ca"] <= 1 and 0 <= r["asr"] <= 1 and r["target"] == 1
+        assert 0 <= r["ca_prior_matched"] <= 1 and 0 <= r["asr_prior_matched"] <= 1
         assert r["model_note"].startswith("victim all-MiniLM-L6-v2 stand-in for bert-base-uncased")
         assert "1 training epochs instead of the paper's 13" in r["model_note"]
     assert records["rp_text"]["defense_info"]["rp_masks_total"] == 4992

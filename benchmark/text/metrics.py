@@ -3,6 +3,10 @@
 CACC = accuracy on the full clean test split (or the evaluated subset); ASR = share of triggered
 non-target test samples predicted as the target (the target class is excluded whatever the caller
 passes); FTR (SOS, LWP; optional) = 1 − accuracy on partial-trigger copies with their true labels.
+``ca_prior_matched`` / ``asr_prior_matched`` (analysis only): CACC and ASR once the target logit is
+shifted so that the clean test predictions have the clean labels' target share
+(:func:`benchmark.metrics.prior_matched`) — on a binary task this tells a removed backdoor from a
+model that merely leans away from the target class.
 Predictions go through any input filter the model carries (ONION), so those are filtered metrics.
 """
 
@@ -13,8 +17,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from benchmark.metrics import accuracy, attack_success_rate
-from benchmark.text.common import predict_texts
+from benchmark.metrics import accuracy, attack_success_rate, prior_matched
+from benchmark.text.common import predict_logits, predict_texts
 
 TextSet = tuple[Sequence[str], np.ndarray]
 
@@ -22,11 +26,16 @@ TextSet = tuple[Sequence[str], np.ndarray]
 def text_metrics(model: nn.Module, clean: TextSet, poisoned: TextSet | None, target: int, device: str = "cpu",
                  negatives: TextSet | None = None) -> dict[str, float | None]:
     texts, labels = clean
-    pred = predict_texts(model, texts, device)
+    logits = predict_logits(model, texts, device).numpy()
+    pred = logits.argmax(1)
     nt = np.asarray(labels) != target
     out: dict[str, float | None] = {"ca": accuracy(pred, labels), "ca_nt": accuracy(pred[nt], np.asarray(labels)[nt])}
-    out["asr"] = None if poisoned is None else attack_success_rate(
-        predict_texts(model, poisoned[0], device), poisoned[1], target)
+    out["asr"] = None
+    if poisoned is not None:
+        trig_logits = predict_logits(model, poisoned[0], device).numpy()
+        out["asr"] = attack_success_rate(trig_logits.argmax(1), poisoned[1], target)
+        out["ca_prior_matched"], out["asr_prior_matched"] = prior_matched(logits, labels, trig_logits,
+                                                                          poisoned[1], target)
     if negatives is not None and len(negatives[1]):
         out["ftr"] = 1.0 - accuracy(predict_texts(model, negatives[0], device), negatives[1])
     return out
