@@ -14,13 +14,13 @@ DETECTOR_CATEGORIES = ("model_inspection", "input_filtering")
 AGGREGATE_COLUMNS = ("ca", "ca_std", "asr", "asr_std", "n", "tip")
 REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
 FLOAT_COLUMNS = ("ca", "asr", "ca_before", "asr_before", "exposed_label", "exposed_label_share",
-                 "exposed_ca", "exposed_asr", "bem", "target")
+                 "exposed_ca", "exposed_asr", "bem", "target", "asr_prior_matched")
 OPTIONAL_COLUMNS = (
     "defense_label",
     "exposure", "seed", "asr", "cell_key", "cache_key", "exposure_key", "config_hash", "exposed_label",
     "exposed_label_share", "exposed_ca", "exposed_asr", "bem", "target", "ca_before", "asr_before",
     "defense_info", "defense_category", "defense_uses_exposure", "exposure_trace", "timings", "hardware", "provenance",
-    "dataset_note", "model_note", "source",
+    "dataset_note", "model_note", "source", "asr_prior_matched",
 )
 
 
@@ -91,7 +91,7 @@ def method_order(methods: Iterable[str]) -> list[str]:
 
 
 def _tooltip(group: pd.DataFrame) -> str:
-    """One line per seed: seed, cell_key, cache_key and wall-clock, for hover tooltips."""
+    """One line per seed: seed, cell_key, cache_key, wall-clock and (text) the prior-matched ASR, for hover tooltips."""
     lines = []
     for row in group.itertuples(index=False):
         seed = int(row.seed) if isinstance(row.seed, float) and row.seed.is_integer() else row.seed
@@ -99,6 +99,8 @@ def _tooltip(group: pd.DataFrame) -> str:
         parts += [f"{k}={v}" for k, v in (("cell", row.cell_key), ("cache", row.cache_key)) if not is_missing(v)]
         if not math.isnan(row.wall_s):
             parts.append(f"{row.wall_s:.1f} s")
+        if not math.isnan(row.asr_prior_matched):
+            parts.append(f"ASR at the matched prior {100 * row.asr_prior_matched:.1f}%")
         lines.append(" | ".join(parts))
     return "\n".join(lines)
 
@@ -111,7 +113,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
                       asr_std=("asr", "std"), n=("ca", "size"))
     agg[["ca", "ca_std", "asr", "asr_std"]] *= 100.0
     agg.loc[agg["n"] < 2, ["ca_std", "asr_std"]] = math.nan
-    agg["tip"] = grouped[["seed", "cell_key", "cache_key", "wall_s"]].apply(_tooltip)
+    agg["tip"] = grouped[["seed", "cell_key", "cache_key", "wall_s", "asr_prior_matched"]].apply(_tooltip)
     return agg.reset_index()
 
 

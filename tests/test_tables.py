@@ -142,3 +142,13 @@ def test_real_grid_tables_compile(tiny_grid: Path, tmp_path: Path, capsys) -> No
     printed = capsys.readouterr().out.split()
     assert printed[-1].endswith("tables.tex") and any("table10-removal" in p for p in printed)
     _pdflatex(tmp_path / "tables.tex")
+
+
+def test_tooltip_shows_the_prior_matched_asr_of_text_cells() -> None:
+    from reports import tables
+
+    df = pd.DataFrame([_rec("sst2", "sos", "cul", "rp", 0.80, 0.06, asr_prior_matched=0.914, cell_key="c1"),
+                       _rec("cifar10", "badnets", "cul", "rp", 0.90, 0.02, cell_key="c2")])
+    tips = tables.aggregate(tables.normalize(df)).set_index("attack")["tip"]
+    assert "ASR at the matched prior 91.4%" in tips["sos"]
+    assert "matched prior" not in tips["badnets"]
