@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ class DefenseData:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, idx: Sequence[int]) -> "DefenseData":
+        idx = np.asarray(idx, dtype=np.int64)
+        return DefenseData(self.images[idx], self.labels[idx], self.num_classes)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 from benchmark.defenses.anp import AdversarialNeuronPruning
 from benchmark.defenses.fp import FinePruning, last_count_above
 from benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlearning
-from benchmark.defenses.masked_bn import batchnorms
+from benchmark.defenses.masked_bn import batchnorms, split_holdout
 from benchmark.defenses.nad import NeuralAttentionDistillation
 from benchmark.defenses.nc import NeuralCleanse, anomaly_index
 from benchmark.defenses.recover import fold_masks
@@ -388,3 +388,19 @@ def test_detectors_run_through_the_harness(tmp_path, data_root, seeded_cache):
     assert recs[(None, "strip")]["defense_info"]["strip_model"] == "theta"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model_detection_auroc"] == {"nc": None, "cul+nc": None}  # no clean control in this grid
+
+
+def test_split_holdout_keeps_the_last_samples_for_the_threshold_rule():
+    from benchmark.text.common import TextDefenseData
+
+    images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+    data = DefenseData(images, np.arange(10) % 3, 3)
+    assert split_holdout(data, 0) == (data, data)
+    recover, select = split_holdout(data, 4)
+    assert len(recover) == 6 and len(select) == 4 and select.num_classes == 3
+    assert np.array_equal(select.images, images[6:]) and np.array_equal(recover.labels, data.labels[:6])
+    text = TextDefenseData([f"s{i}" for i in range(5)], np.array([0, 1, 0, 1, 1]), 2)
+    recover, select = split_holdout(text, 2)
+    assert recover.texts == ["s0", "s1", "s2"] and select.texts == ["s3", "s4"]
+    with pytest.raises(ValueError, match="leaves no recovery data"):
+        split_holdout(text, 5)

@@ -6,13 +6,15 @@ forward = BN with scale γ·m and bias β unmasked; only the masks are trained.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import DefenseResult
+
+D = TypeVar("D")  # DefenseData or TextDefenseData (anything with len() and subset())
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
@@ -71,6 +73,17 @@ def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None,
                              alternatives=alternatives)
     fields[f"{prefix}_pruned"] = pruned_count(masks, t)
     return DefenseResult(prune_at(t), fields, alternatives=alternatives)
+
+
+def split_holdout(data: D, holdout: int) -> tuple[D, D]:
+    """(recovery data, threshold-selection data): the last ``holdout`` samples of ``D_d`` held out
+    for the D_d rule (reference §7.1-6, ``rp_select_holdout``); with 0 both are all of ``D_d``."""
+    if holdout <= 0:
+        return data, data
+    if holdout >= len(data):
+        raise ValueError(f"select_holdout={holdout} leaves no recovery data out of {len(data)}")
+    n = len(data) - holdout
+    return data.subset(range(n)), data.subset(range(n, len(data)))
 
 
 def mask_step(opt: torch.optim.Optimizer, loss: torch.Tensor, masks: list[torch.Tensor]) -> None:

@@ -16,14 +16,13 @@ import copy
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import swap_norm
 from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step,
-                                          dd_rule, pruning_result)
+                                          dd_rule, pruning_result, split_holdout)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -48,7 +47,7 @@ class RecoverPruning(Defense):
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
-        recover_data, select_data = _split_holdout(ctx.data, self.select_holdout)
+        recover_data, select_data = split_holdout(ctx.data, self.select_holdout)
         start = exposed.model if exposed is not None else model
         masks = self.recover_masks(start, recover_data, ctx)
         select_ctx = copy.copy(ctx)
@@ -104,14 +103,3 @@ def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.M
         for (_, bn), m in zip(layers, masks):
             bn.weight[m.to(bn.weight.device) <= threshold] = 0.0
     return pruned
-
-
-def _split_holdout(data: DefenseData, holdout: int) -> tuple[DefenseData, DefenseData]:
-    if holdout <= 0:
-        return data, data
-    if holdout >= len(data):
-        raise ValueError(f"select_holdout={holdout} leaves no recovery data out of {len(data)}")
-    keep = np.arange(len(data) - holdout)
-    held = np.arange(len(data) - holdout, len(data))
-    return (DefenseData(data.images[keep], data.labels[keep], data.num_classes),
-            DefenseData(data.images[held], data.labels[held], data.num_classes))

@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, dd_rule, pruning_result
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, dd_rule, pruning_result, split_holdout
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -37,7 +36,7 @@ class TextRecoverPruning(LayerNormRecovery):
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         data = text_ctx_data(ctx)
-        recover_data, select_data = _split_holdout(data, self.select_holdout)
+        recover_data, select_data = split_holdout(data, self.select_holdout)
         masks = self.recover(exposed.model if exposed is not None else model, recover_data, ctx)
         t, sweep = ((self.threshold, []) if self.selection == "threshold"
                     else self.select_threshold(model, masks, select_data, ctx.device))
@@ -50,12 +49,3 @@ class TextRecoverPruning(LayerNormRecovery):
                          device: str) -> tuple[float | None, list[dict]]:
         return dd_rule(lambda m: dd_stats(m, data, device)[0], lambda t: apply_masks(model, masks, threshold=t),
                        masks, self.thresholds, self.max_acc_drop, model)
-
-
-def _split_holdout(data: TextDefenseData, holdout: int) -> tuple[TextDefenseData, TextDefenseData]:
-    if holdout <= 0:
-        return data, data
-    if holdout >= len(data):
-        raise ValueError(f"select_holdout={holdout} leaves no recovery data out of {len(data)}")
-    n = len(data) - holdout
-    return data.subset(np.arange(n)), data.subset(np.arange(n, len(data)))
