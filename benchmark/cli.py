@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="artifact cache shared between grids (default: $EBYD_CACHE_DIR or the user cache folder)")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's device)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the cells left to run and which models and exposures the cache already "
+                          "holds; run and write nothing")
 
     ls = sub.add_parser("ls", help="list registered methods")
     ls.add_argument("kind", choices=["attacks", "exposures", "defenses", "models", "datasets"])
@@ -72,7 +75,7 @@ def _cmd_ls(kind: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.cache import default_cache_dir
     from benchmark.config import load_configs
-    from benchmark.runner import RunOptions, run_grid
+    from benchmark.runner import RunOptions, dry_run, run_grid
 
     configs = load_configs(args.config)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
@@ -82,6 +85,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = args.out if len(configs) == 1 else args.out / cfg.name
         opts = RunOptions(out_dir=out, cache_dir=args.cache_dir or default_cache_dir(),
                           data_root=data_root, device=args.device or cfg.device)
+        if args.dry_run:
+            print("\n".join(dry_run(cfg, opts)))
+            continue
         summary = run_grid(cfg, opts)
         print(f"{cfg.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
               f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")

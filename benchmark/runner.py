@@ -475,6 +475,24 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
     return summary
 
 
+def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
+    """What ``run_grid`` would do, as printable lines: cells left to run, and which poisoned models and
+    exposures come from the cache or would be computed. Writes nothing to ``opts.out_dir``."""
+    from benchmark.text.harness import grid_run_class
+
+    run = grid_run_class(cfg)(cfg, opts)
+    stages, skipped = run.plan(run.store.finished_cells())
+    cells = [s for s in stages if s.kind == "cell"]
+    lines = [f"{cfg.name}: {len(cells)} cells to run, {skipped} already finished in {opts.out_dir}"]
+    for kind, noun in (("train", "poisoned models"), ("expose", "exposures")):
+        part = [s for s in stages if s.kind == kind]
+        cached = [s for s in part if run.cache.exists(_CACHE_KINDS[kind], s.key)]
+        lines.append(f"  {noun}: {len(cached)} in the cache, {len(part) - len(cached)} to compute")
+        lines += [f"    {s.label}: {'cached' if s in cached else 'to compute'} ({s.key[:12]})" for s in part]
+    lines += [f"    cell {s.label}" for s in cells]
+    return lines
+
+
 def _log_to_file(out: Path) -> None:
     """Mirror the run's log into ``OUT/run.log`` (once per folder per process)."""
     path = str((out / "run.log").resolve())

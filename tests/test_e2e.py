@@ -81,6 +81,19 @@ def test_rerun_resumes_without_recomputing(first_run):
     assert (out / "results.jsonl").read_text() == before
 
 
+def test_dry_run_reports_the_cache_and_writes_nothing(first_run, tmp_path, capsys):
+    config, cache, out, data_root = first_run
+    fresh = tmp_path / "never"
+    args = ["run", str(config), "--cache-dir", str(cache), "--data-root", str(data_root), "--dry-run"]
+    assert main([*args, "--out", str(fresh)]) == 0
+    text = capsys.readouterr().out
+    assert "4 cells to run, 0 already finished" in text
+    assert "poisoned models: 2 in the cache, 0 to compute" in text and "to compute (" not in text
+    assert not fresh.exists()
+    assert main([*args, "--out", str(out)]) == 0
+    assert "0 cells to run, 4 already finished" in capsys.readouterr().out
+
+
 def test_new_out_shares_the_cache_and_reproduces_metrics(first_run, tmp_path):
     config, cache, out, data_root = first_run
     out2 = tmp_path / "out2"
