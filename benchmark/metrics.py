@@ -25,16 +25,31 @@ def attack_success_rate(triggered_predictions: np.ndarray, true_labels: np.ndarr
     return float((preds[keep] == target).mean())
 
 
+def cell_metrics(clean_logits: np.ndarray, labels: np.ndarray, triggered_logits: np.ndarray | None,
+                 triggered_labels: np.ndarray | None, target: int) -> dict[str, float | None]:
+    """The harness's metrics of one model from its test logits: CA, CA without the target class,
+    ASR (None for a clean model) and, with triggered inputs, the prior-matched CA/ASR."""
+    clean_logits, labels = np.asarray(clean_logits), np.asarray(labels)
+    pred, nt = clean_logits.argmax(1), labels != target
+    out: dict[str, float | None] = {"ca": accuracy(pred, labels), "ca_nt": accuracy(pred[nt], labels[nt]), "asr": None}
+    if triggered_logits is not None:
+        triggered_logits = np.asarray(triggered_logits)
+        out["asr"] = attack_success_rate(triggered_logits.argmax(1), triggered_labels, target)
+        out["ca_prior_matched"], out["asr_prior_matched"] = prior_matched(clean_logits, labels, triggered_logits,
+                                                                          triggered_labels, target)
+    return out
+
+
 def prior_matched(clean_logits: np.ndarray, clean_labels: np.ndarray, triggered_logits: np.ndarray,
                   triggered_labels: np.ndarray, target: int) -> tuple[float, float]:
-    """CA and ASR at the prior-matched operating point (analysis only; text grids record it).
+    """CA and ASR at the prior-matched operating point (analysis only; every record carries it).
 
     A constant is added to the target logit so that the share of clean samples predicted as the
     target equals the share labelled as it; then CA and ASR are measured as usual. Why: a removal
     method that merely tilts every prediction away from the target class (on a binary task, a pruned
     model that calls almost everything "negative") lowers ASR without removing the trigger's
-    effect; at the prior-matched point such a model's ASR comes back. The offset is computed from
-    the clean test predictions' margins, never shown to a method.
+    effect; at the prior-matched point such a model's ASR comes back. The offset is computed by the
+    harness from the clean test logits, and no method ever sees it.
     """
     clean_logits, triggered_logits = np.asarray(clean_logits, float), np.asarray(triggered_logits, float)
     clean_labels, triggered_labels = np.asarray(clean_labels), np.asarray(triggered_labels)

@@ -24,11 +24,11 @@ from benchmark.cache import ArtifactCache, key_stable, stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_method
 from benchmark.dag import Executor, LocalExecutor, Stage
 from benchmark.methods import DefenseData, ExposureResult, MethodContext
-from benchmark.metrics import accuracy, attack_success_rate, backdoor_exposure_metric
+from benchmark.metrics import backdoor_exposure_metric, cell_metrics
 from benchmark.provenance import provenance
 from benchmark.summary import grid_statistics
 from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
-from benchmark.training import TrainRecipe, predict, train_classifier
+from benchmark.training import TrainRecipe, predict_logits, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +155,11 @@ class GridRun:
         return self._memo[key]
 
     def evaluate(self, model: nn.Module, attack: ImageAttack, limit: int | None = None) -> dict[str, float]:
-        """CA on the clean test subset, CA_nt without the target class, ASR on triggered non-target images."""
+        """CA on the clean test subset, CA_nt without the target class, ASR on triggered non-target images,
+        and the prior-matched CA/ASR (:func:`benchmark.metrics.cell_metrics`)."""
         x, y, px, py = self._test_sets(attack, limit)
-        pred = predict(model, x, self.device)
-        nt = y != attack.target
-        asr = None if attack.is_clean else attack_success_rate(predict(model, px, self.device), py, attack.target)
-        return {"ca": accuracy(pred, y), "ca_nt": accuracy(pred[nt], y[nt]), "asr": asr}
+        triggered = None if attack.is_clean else predict_logits(model, px, self.device).numpy()
+        return cell_metrics(predict_logits(model, x, self.device).numpy(), y, triggered, py, attack.target)
 
     def input_detection_auroc(self, scorer, attack: ImageAttack) -> float:
         """AUROC of an input filter: triggered non-target test inputs (positives) vs clean test inputs.

@@ -11,7 +11,8 @@ from benchmark.cli import main
 pytestmark = pytest.mark.e2e
 
 REQUIRED = {"dataset", "model", "attack", "target", "exposure", "defense", "seed", "ca", "asr",
-            "exposed_label", "exposed_ca", "exposed_asr", "timings", "hardware", "cache_key", "cell_key", "bem"}
+            "exposed_label", "exposed_ca", "exposed_asr", "timings", "hardware", "cache_key", "cell_key", "bem",
+            "ca_prior_matched", "asr_prior_matched"}
 
 
 def run(config, out, cache, data_root):

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from benchmark.metrics import accuracy, attack_success_rate, prior_matched
+from benchmark.metrics import accuracy, cell_metrics
 from benchmark.text.common import predict_logits, predict_texts
 
 TextSet = tuple[Sequence[str], np.ndarray]
@@ -26,16 +26,9 @@ TextSet = tuple[Sequence[str], np.ndarray]
 def text_metrics(model: nn.Module, clean: TextSet, poisoned: TextSet | None, target: int, device: str = "cpu",
                  negatives: TextSet | None = None) -> dict[str, float | None]:
     texts, labels = clean
-    logits = predict_logits(model, texts, device).numpy()
-    pred = logits.argmax(1)
-    nt = np.asarray(labels) != target
-    out: dict[str, float | None] = {"ca": accuracy(pred, labels), "ca_nt": accuracy(pred[nt], np.asarray(labels)[nt])}
-    out["asr"] = None
-    if poisoned is not None:
-        trig_logits = predict_logits(model, poisoned[0], device).numpy()
-        out["asr"] = attack_success_rate(trig_logits.argmax(1), poisoned[1], target)
-        out["ca_prior_matched"], out["asr_prior_matched"] = prior_matched(logits, labels, trig_logits,
-                                                                          poisoned[1], target)
+    triggered = None if poisoned is None else predict_logits(model, poisoned[0], device).numpy()
+    out = cell_metrics(predict_logits(model, texts, device).numpy(), np.asarray(labels), triggered,
+                       None if poisoned is None else poisoned[1], target)
     if negatives is not None and len(negatives[1]):
         out["ftr"] = 1.0 - accuracy(predict_texts(model, negatives[0], device), negatives[1])
     return out
