@@ -91,7 +91,7 @@ def method_order(methods: Iterable[str]) -> list[str]:
 
 
 def _tooltip(group: pd.DataFrame) -> str:
-    """One line per seed: seed, cell_key, cache_key, wall-clock and (text) the prior-matched ASR, for hover tooltips."""
+    """One line per seed: seed, cell_key, cache_key, wall-clock and the prior-matched ASR, for hover tooltips."""
     lines = []
     for row in group.itertuples(index=False):
         seed = int(row.seed) if isinstance(row.seed, float) and row.seed.is_integer() else row.seed
