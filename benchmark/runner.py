@@ -485,9 +485,9 @@ def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
     lines = [f"{cfg.name}: {len(cells)} cells to run, {skipped} already finished in {opts.out_dir}"]
     for kind, noun in (("train", "poisoned models"), ("expose", "exposures")):
         part = [s for s in stages if s.kind == kind]
-        cached = [s for s in part if run.cache.exists(_CACHE_KINDS[kind], s.key)]
+        cached = {s.key for s in part if run.cache.exists(_CACHE_KINDS[kind], s.key)}
         lines.append(f"  {noun}: {len(cached)} in the cache, {len(part) - len(cached)} to compute")
-        lines += [f"    {s.label}: {'cached' if s in cached else 'to compute'} ({s.key[:12]})" for s in part]
+        lines += [f"    {s.label}: {'cached' if s.key in cached else 'to compute'} ({s.key[:12]})" for s in part]
     lines += [f"    cell {s.label}" for s in cells]
     return lines
 
