@@ -28,7 +28,7 @@ from benchmark.metrics import backdoor_exposure_metric, cell_metrics
 from benchmark.provenance import provenance
 from benchmark.summary import grid_statistics
 from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
-from benchmark.training import TrainRecipe, predict_logits, train_classifier
+from benchmark.training import TrainRecipe, native_bf16, predict_logits, resolve_precision, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class GridRun:
         self.device = opts.device
         self.cache = ArtifactCache(opts.cache_dir)
         self.store = ResultStore(opts.out_dir)
-        self.recipe = cfg.train_recipe()
+        self.recipe = resolve_precision(cfg.train_recipe(), opts.device)
         loader = DATASETS.get(cfg.dataset.name)
         self.data = loader(opts.data_root, cache_dir=opts.cache_dir, download=cfg.dataset.download)
         self.provenance = provenance(self.device)
@@ -427,13 +427,13 @@ class GridRun:
 
 
 def warn_if_slow_precision(precision: str, device: str) -> None:
-    """bf16 autocast pays off on GPUs and on CPUs with AVX-512 (BF16/AMX); on an AVX2-only CPU
-    oneDNN emulates it and a training step of the narrow ResNet-18 took 9x longer than fp32."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if precision == "bf16" and torch.device(device).type == "cpu" and not capability.startswith("AVX512"):
-        log.warning("recipe precision bf16 on a CPU with capability %s: expect training to be several times "
-                    "slower than fp32 (measured 9x on AVX2); the precision is part of the cache key, so "
-                    "changing it retrains the models", capability)
+    """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX); elsewhere
+    oneDNN emulates it and a training step of the narrow ResNet-18 took 9x longer than fp32 (AVX2)."""
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("recipe precision bf16 on %s (CPU capability %s) without native bf16: expect training to "
+                    "be several times slower than fp32 (measured 9x on AVX2); `precision: auto` picks fp32 "
+                    "here. The precision is part of the cache key, so changing it retrains the models",
+                    device, torch.backends.cpu.get_cpu_capability())
 
 
 def _bem(steps: list[dict[str, float]]) -> float | None:
@@ -483,6 +483,8 @@ def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
     stages, skipped = run.plan(run.store.finished_cells())
     cells = [s for s in stages if s.kind == "cell"]
     lines = [f"{cfg.name}: {len(cells)} cells to run, {skipped} already finished in {opts.out_dir}"]
+    if cfg.recipe.get("precision") == "auto":
+        lines.append(f"  precision: auto → {run.recipe.precision} on {opts.device}")
     for kind, noun in (("train", "poisoned models"), ("expose", "exposures")):
         part = [s for s in stages if s.kind == kind]
         cached = {s.key for s in part if run.cache.exists(_CACHE_KINDS[kind], s.key)}

@@ -140,12 +140,34 @@ def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1}) != stable_hash({"a": 1.5})
 
 
-def test_bf16_on_a_cpu_without_avx512_warns(run_for, monkeypatch, caplog):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+def test_bf16_without_native_support_warns(run_for, monkeypatch, caplog):
+    monkeypatch.setattr("benchmark.runner.native_bf16", lambda device: False)
     with caplog.at_level("WARNING", logger="benchmark.runner"):
         run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "bf16"}})
-    assert "precision bf16 on a CPU with capability AVX2" in caplog.text
+    assert "precision bf16 on cpu" in caplog.text and "without native bf16" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="benchmark.runner"):
         run_for(RAW)
     assert "bf16" not in caplog.text
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_resolved_before_the_model_key(run_for, monkeypatch, native):
+    """`precision: auto` keys (and trains) exactly like the precision it resolves to on this machine."""
+    monkeypatch.setattr("benchmark.training.native_bf16", lambda device: native)
+    auto = run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "auto"}})
+    assert auto.recipe.precision == ("bf16" if native else "fp32")
+    resolved = {**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": auto.recipe.precision}}
+    assert model_key(run_for, resolved) == stable_hash(auto.model_key_payload(auto.cfg.attacks[0], 0))
+
+
+@pytest.mark.parametrize("flags,native", [
+    ("fpu sse2 avx2 fma", False),
+    ("fpu avx2 avx512f avx512bw", False),       # AVX-512 alone still emulates bf16
+    ("fpu avx2 avx512f avx512_bf16", True),
+    ("fpu avx2 amx_bf16 amx_tile", True),
+])
+def test_native_bf16_reads_the_cpu_flags(flags, native):
+    from benchmark.training import native_bf16
+
+    assert native_bf16("cpu", cpuinfo=f"processor\t: 0\nflags\t\t: {flags}\n") is native
