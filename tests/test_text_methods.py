@@ -205,11 +205,11 @@ def test_ripple_loss_trains_with_the_gradient_inner_product(tokenizer):
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
-def test_ripple_objective_gives_the_full_penalised_gradient_with_either_sign(tokenizer):
-    """The shortcut (L_P alone when the inner product is >= 0) must not change any gradient."""
+def test_ripple_gradients_are_the_full_penalised_gradient_with_either_sign(tokenizer):
+    """The shortcut (∇L_P alone when the inner product is >= 0) must not change any gradient."""
     import torch.nn.functional as F
 
-    from attacks_registry.text.ripple import ripple_objective
+    from attacks_registry.text.ripple import ripple_gradients
 
     model = tiny(tokenizer, layers=1).train()  # train mode, as ripple_train (and its double-backward kernels)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -219,11 +219,12 @@ def test_ripple_objective_gives_the_full_penalised_gradient_with_either_sign(tok
         torch.manual_seed(0)  # the same dropout masks in every call
         l_p = F.cross_entropy(model(**enc), y)
         l_ft = F.cross_entropy(model(**enc), 1 - y if flip else y)  # same batch: inner ±|g|-like
-        g_p = torch.autograd.grad(l_p, params, create_graph=True)
-        g_ft = torch.autograd.grad(l_ft, params, create_graph=True)
+        g_p = torch.autograd.grad(l_p, params, retain_graph=True, create_graph=True)
+        g_ft = torch.autograd.grad(l_ft, params, retain_graph=True, create_graph=True)
         inner = sum((a * b).sum() for a, b in zip(g_p, g_ft))
-        loss = l_p + 0.1 * torch.relu(-inner) if full else ripple_objective(l_p, l_ft, params, 0.1)
-        return [g.detach() for g in torch.autograd.grad(loss, params)], float(inner.detach())
+        if full:
+            return [g.detach() for g in torch.autograd.grad(l_p + 0.1 * torch.relu(-inner), params)], float(inner.detach())
+        return ripple_gradients(l_p, l_ft, params, 0.1), float(inner.detach())
 
     for flip in (False, True):
         (full, inner), (short, _) = grads(flip, True), grads(flip, False)

@@ -119,24 +119,32 @@ def ripple_train(model: nn.Module, poisoned: PoisonedTextSet, clean_texts: Seque
             l_ft = F.cross_entropy(model(**model.encode([clean_texts[i] for i in cidx.tolist()], device)),
                                    y_c[cidx].to(device))
             opt.zero_grad(set_to_none=True)
-            ripple_objective(l_p, l_ft, params, lam).backward()
+            for p, g in zip(params, ripple_gradients(l_p, l_ft, params, lam)):
+                p.grad = g
             opt.step()
     return model.eval()
 
 
-def ripple_objective(l_p: torch.Tensor, l_ft: torch.Tensor, params: list[torch.Tensor], lam: float) -> torch.Tensor:
-    """L_P + λ·relu(−⟨∇θ L_P, ∇θ L_FT⟩), to be back-propagated.
+def ripple_gradients(l_p: torch.Tensor, l_ft: torch.Tensor, params: list[torch.Tensor],
+                     lam: float) -> list[torch.Tensor | None]:
+    """∇θ of L_P + λ·relu(−⟨∇θ L_P, ∇θ L_FT⟩) (None for a parameter that gets no gradient).
 
-    When the inner product is ≥ 0 the penalty and its gradient are exactly zero, so L_P alone is
-    returned: the same gradients without the double backward through both gradient graphs. In the
-    quick-text setting (first 12 steps, measured without the embedding surgery) 10 had a positive
-    inner product, and training took 861 s instead of 1,373 s, with the same CACC/ASR (84.3/99.4%)."""
-    g_p = torch.autograd.grad(l_p, params, create_graph=True, allow_unused=True)
+    When the inner product is ≥ 0 the penalty and its gradient are exactly zero, so ∇L_P, already
+    computed for the inner product, is the answer; only a negative inner product pays for the
+    double backward through both gradient graphs. In the quick-text setting (first 12 steps,
+    measured without the embedding surgery) 10 had a positive inner product."""
+    g_p = torch.autograd.grad(l_p, params, retain_graph=True, allow_unused=True)
+    g_ft = torch.autograd.grad(l_ft, params, retain_graph=True, allow_unused=True)
+    if float(_inner(g_p, g_ft)) >= 0.0:
+        return list(g_p)
+    g_p = torch.autograd.grad(l_p, params, retain_graph=True, create_graph=True, allow_unused=True)
     g_ft = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
-    inner = sum((a * b).sum() for a, b in zip(g_p, g_ft) if a is not None and b is not None)
-    if float(inner.detach()) >= 0.0:
-        return l_p
-    return l_p + lam * torch.relu(-inner)
+    objective = l_p + lam * torch.relu(-_inner(g_p, g_ft))
+    return list(torch.autograd.grad(objective, params, allow_unused=True))
+
+
+def _inner(a: Sequence[torch.Tensor | None], b: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b) if x is not None and y is not None)
 
 
 def _cycle(texts: Sequence[str], batch_size: int, gen: torch.Generator, group_by_length: bool):
