@@ -7,6 +7,7 @@
     ebyd-bench tables DIR [DIR ...] --out DIR
     ebyd-bench figures DIR [DIR ...] --out DIR
     ebyd-bench compare BASELINE CURRENT [--tolerance ca=0.01,asr=0.02] [--time-tolerance 0.5]
+    ebyd-bench cache ls|verify|rm [KEY_PREFIX ...] [--cache-dir PATH] [--kind KIND]
 
 User errors (bad config, unknown name, missing data, corrupted cache) print one line starting
 with ``error:`` and exit with code 2; nothing is written before the config has been validated.
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     from reports.cli import add_commands
 
     add_commands(sub)  # report, tables, figures, compare (handlers in reports/cli.py)
+    from benchmark.cache_admin import add_command
+
+    add_command(sub)  # cache ls|verify|rm
     return p
 
 
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_ls(args.kind)
         if args.command == "run":
             return _cmd_run(args)
-        return args.handler(args)  # gallery and the reporting subcommands
+        return args.handler(args)  # gallery, cache and the reporting subcommands
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

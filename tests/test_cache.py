@@ -171,3 +171,61 @@ def test_native_bf16_reads_the_cpu_flags(flags, native):
     from benchmark.training import native_bf16
 
     assert native_bf16("cpu", cpuinfo=f"processor\t: 0\nflags\t\t: {flags}\n") is native
+
+
+def _two_artifacts(root):
+    cache = ArtifactCache(root)
+    model = {"config": {"kind": "poisoned_model", "attack": {"name": "badnets"}, "model": {"name": "resnet18"},
+                        "dataset": {"name": "cifar10"}, "seed": 0}, "metrics": {"ca": 0.9, "asr": 0.99}}
+    cache.save("models", "ab" * 32, {"w": torch.zeros(3)}, model)
+    cache.save("exposures", "abcdef" + "0" * 58, {"w": torch.ones(3)},
+               {"config": {"kind": "exposure", "exposure": {"name": "cul"}, "model": "ab" * 32, "seed": 0},
+                "label": 0, "label_share": 0.97})
+    return cache
+
+
+def test_cache_ls_names_every_artifact_and_its_parent_attack(tmp_path, capsys):
+    from benchmark.cli import main
+
+    _two_artifacts(tmp_path)
+    assert main(["cache", "ls", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "models        ababababab" in out and "cifar10 resnet18 badnets seed=0  CA 0.900, ASR 0.990" in out
+    assert "cul of badnets model abababababab seed=0  label 0 (share 0.97)" in out
+    assert out.strip().endswith("MB") and "2 artifacts" in out
+
+
+def test_cache_verify_finds_corrupted_and_incomplete_artifacts_and_rm_removes_them(tmp_path, capsys):
+    from benchmark.cli import main
+
+    cache = _two_artifacts(tmp_path)
+    args = ["--cache-dir", str(tmp_path)]
+    assert main(["cache", "verify", *args]) == 0
+    cache.tensor_path("models", "ab" * 32).write_bytes(b"garbage")             # a corrupted file
+    cache.tensor_path("models", "cd" * 32).parent.mkdir(parents=True)
+    cache.tensor_path("models", "cd" * 32).write_bytes(b"half")                 # tensors, no metadata
+    capsys.readouterr()
+    assert main(["cache", "verify", *args]) == 1
+    out = capsys.readouterr().out
+    assert "models/abababababab  corrupted cache file" in out and "models/cdcdcdcdcdcd  incomplete" in out
+    assert "1 of 3 artifacts" in out
+    assert main(["cache", "rm", "abcd", *args]) == 2                            # too short: not a prefix
+    assert main(["cache", "rm", "ababab", "cdcdcd", *args]) == 0
+    assert main(["cache", "verify", *args]) == 0 and "1 of 1 artifacts" in capsys.readouterr().out
+    assert cache.load("exposures", "abcdef" + "0" * 58) is not None               # the other one is untouched
+
+
+def test_cache_rm_refuses_an_ambiguous_or_unknown_prefix_and_removes_nothing(tmp_path, capsys):
+    from benchmark.cache_admin import entries
+    from benchmark.cli import main
+
+    cache = _two_artifacts(tmp_path)
+    cache.save("models", "abcdef" + "1" * 58, {"w": torch.zeros(1)}, {})
+    args = ["--cache-dir", str(tmp_path)]
+    assert main(["cache", "rm", "ababab", "ffffff", *args]) == 2                # the second is unknown
+    assert "no artifact with a key starting 'ffffff'" in capsys.readouterr().err
+    assert main(["cache", "rm", "abcdef", *args]) == 2                          # a model and an exposure
+    assert "ambiguous (exposures/abcdef0000000000, models/abcdef1111111111)" in capsys.readouterr().err
+    assert len(entries(cache)) == 3                                             # nothing was removed
+    assert main(["cache", "rm", "abcdef", "--kind", "exposures", *args]) == 0
+    assert [(e.kind, e.key[:7]) for e in entries(cache)] == [("models", "abababa"), ("models", "abcdef1")]
