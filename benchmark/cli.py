@@ -1,6 +1,6 @@
 """``ebyd-bench`` command line.
 
-    ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda]
+    ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda] [--shard I/N]
     ebyd-bench ls attacks|exposures|defenses|models|datasets
     ebyd-bench gallery --out DIR [--config CONFIG] [--data-root PATH]
     ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="artifact cache shared between grids (default: $EBYD_CACHE_DIR or the user cache folder)")
     run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's device)")
+    run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                     help="run only shard I of N (0 ≤ I < N): every N-th poisoned model and its cells; start N "
+                          "runs with the same --out and cache, e.g. one per GPU or job-array task")
     run.add_argument("--dry-run", action="store_true",
                      help="print the cells left to run and which models and exposures the cache already "
                           "holds; run and write nothing")
@@ -88,7 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for cfg in configs:  # several grids (e.g. one per dataset) go to OUT/<grid name>/
         out = args.out if len(configs) == 1 else args.out / cfg.name
         opts = RunOptions(out_dir=out, cache_dir=args.cache_dir or default_cache_dir(),
-                          data_root=data_root, device=args.device or cfg.device)
+                          data_root=data_root, device=args.device or cfg.device, shard=args.shard)
         if args.dry_run:
             print("\n".join(dry_run(cfg, opts)))
             continue
@@ -97,6 +100,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
         print(f"leaderboard: {out / 'leaderboard.html'} and {out / 'leaderboard.tex'}")
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` → (I, N), with 0 ≤ I < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not I/N with 0 ≤ I < N, e.g. 0/4")
+    return int(index), int(count)
 
 
 def _data_root(arg: Path | None) -> Path:

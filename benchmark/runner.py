@@ -42,6 +42,10 @@ class RunOptions:
     cache_dir: Path
     data_root: Path
     device: str = "cpu"
+    #: (index, count): run only the poisoned models j with j % count == index (in the config's
+    #: seeds × attacks order) and everything downstream of them, so that ``count`` processes (GPUs,
+    #: machines, job-array tasks) sharing the cache and ``out_dir`` split one grid between them
+    shard: tuple[int, int] = (0, 1)
 
 
 @dataclass
@@ -267,7 +271,8 @@ class GridRun:
 
     # ----------------------------------------------------------------- planning
     def plan(self, finished: set[str]) -> tuple[list[Stage], int]:
-        """Stages for every unfinished cell (and the stages they need); also the count skipped.
+        """Stages for every unfinished cell of this run's shard (and the stages they need); also the
+        count skipped.
 
         A defense that ignores the exposure (``uses_exposure = False``) gets one cell per model,
         whatever the exposures listed: its result cannot depend on them.
@@ -275,29 +280,30 @@ class GridRun:
         stages: dict[str, Stage] = {}
         skipped: set[str] = set()
         no_exposure = MethodSpec(name="none")
-        for seed in self.cfg.seeds:
-            for atk in self.cfg.attacks:
-                mkey = stable_hash(self.model_key_payload(atk, seed))
-                train = Stage(mkey, "train", f"train {atk.name} seed={seed}", (),
-                              functools.partial(self._run_train, atk, seed, mkey))
-                for exp in self.cfg.exposures or [no_exposure]:
-                    ekey = None if exp.name == "none" else stable_hash(self.exposure_key_payload(mkey, exp, seed))
-                    for dfn in self.cfg.defenses:
-                        used = DEFENSES.get(dfn.name).uses_exposure
-                        cell_exp, cell_ekey = (exp, ekey) if used else (no_exposure, None)
-                        ckey = stable_hash(self.cell_key_payload(mkey, cell_ekey, dfn))
-                        if ckey in finished:
-                            skipped.add(ckey)
-                            continue
-                        stages[mkey] = train
-                        deps = (mkey,)
-                        if cell_ekey is not None:
-                            stages[ekey] = Stage(ekey, "expose", f"expose {atk.name} with {exp.name} seed={seed}",
-                                                 (mkey,), functools.partial(self._run_expose, atk, seed, exp, ekey))
-                            deps = (mkey, ekey)
-                        label = f"{atk.name} × {cell_exp.name} × {dfn.label or dfn.name} seed={seed}"
-                        stages[ckey] = Stage(ckey, "cell", label, deps, functools.partial(
-                            self._run_cell, atk, seed, cell_exp, dfn, ckey))
+        shard, shards = self.opts.shard
+        models = [(seed, atk) for seed in self.cfg.seeds for atk in self.cfg.attacks]
+        for seed, atk in models[shard::shards]:
+            mkey = stable_hash(self.model_key_payload(atk, seed))
+            train = Stage(mkey, "train", f"train {atk.name} seed={seed}", (),
+                          functools.partial(self._run_train, atk, seed, mkey))
+            for exp in self.cfg.exposures or [no_exposure]:
+                ekey = None if exp.name == "none" else stable_hash(self.exposure_key_payload(mkey, exp, seed))
+                for dfn in self.cfg.defenses:
+                    used = DEFENSES.get(dfn.name).uses_exposure
+                    cell_exp, cell_ekey = (exp, ekey) if used else (no_exposure, None)
+                    ckey = stable_hash(self.cell_key_payload(mkey, cell_ekey, dfn))
+                    if ckey in finished:
+                        skipped.add(ckey)
+                        continue
+                    stages[mkey] = train
+                    deps = (mkey,)
+                    if cell_ekey is not None:
+                        stages[ekey] = Stage(ekey, "expose", f"expose {atk.name} with {exp.name} seed={seed}",
+                                             (mkey,), functools.partial(self._run_expose, atk, seed, exp, ekey))
+                        deps = (mkey, ekey)
+                    label = f"{atk.name} × {cell_exp.name} × {dfn.label or dfn.name} seed={seed}"
+                    stages[ckey] = Stage(ckey, "cell", label, deps, functools.partial(
+                        self._run_cell, atk, seed, cell_exp, dfn, ckey))
         return list(stages.values()), len(skipped)
 
     # ----------------------------------------------------------------- stages
@@ -463,7 +469,8 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
     _log_to_file(opts.out_dir)
     atomic_write_text(opts.out_dir / "config.yaml", _dump_yaml(cfg))
     n_cells = sum(s.kind == "cell" for s in stages)
-    log.info("%d cells to run, %d already finished (resume)", n_cells, skipped)
+    log.info("%d cells to run, %d already finished (resume)%s", n_cells, skipped,
+             "" if opts.shard[1] == 1 else f"; shard {opts.shard[0]}/{opts.shard[1]}")
     (executor or LocalExecutor()).run(stages)
     records = load_results(opts.out_dir)
     render_leaderboard(records, opts.out_dir)
@@ -482,7 +489,8 @@ def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
     run = grid_run_class(cfg)(cfg, opts)
     stages, skipped = run.plan(run.store.finished_cells())
     cells = [s for s in stages if s.kind == "cell"]
-    lines = [f"{cfg.name}: {len(cells)} cells to run, {skipped} already finished in {opts.out_dir}"]
+    shard = "" if opts.shard[1] == 1 else f" (shard {opts.shard[0]}/{opts.shard[1]})"
+    lines = [f"{cfg.name}{shard}: {len(cells)} cells to run, {skipped} already finished in {opts.out_dir}"]
     if cfg.recipe.get("precision") == "auto":
         lines.append(f"  precision: auto → {run.recipe.precision} on {opts.device}")
     for kind, noun in (("train", "poisoned models"), ("expose", "exposures")):

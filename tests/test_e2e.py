@@ -95,12 +95,16 @@ def test_dry_run_reports_the_cache_and_writes_nothing(first_run, tmp_path, capsy
     assert "0 cells to run, 4 already finished" in capsys.readouterr().out
 
 
-def test_new_out_shares_the_cache_and_reproduces_metrics(first_run, tmp_path):
+def test_new_out_shares_the_cache_and_reproduces_metrics_in_two_shards(first_run, tmp_path):
+    """Two shards of the grid in a new --out (run one after the other here; concurrently on a
+    cluster) train nothing again and together give the unsharded run's records."""
     config, cache, out, data_root = first_run
     out2 = tmp_path / "out2"
-    assert run(config, out2, cache, data_root) == 0
-    summary = json.loads((out2 / "summary.json").read_text())
-    assert summary["models_trained"] == 0 and summary["cells_run"] == 4
+    for shard in ("0/2", "1/2"):
+        assert main(["run", str(config), "--out", str(out2), "--cache-dir", str(cache), "--data-root",
+                     str(data_root), "--shard", shard]) == 0
+        summary = json.loads((out2 / "summary.json").read_text())
+        assert summary["models_trained"] == 0 and summary["cells_run"] == 2  # one attack's two cells
     assert metrics(records(out2)) == metrics(records(out))
     assert all(r["train_cached"] for r in records(out2))
 

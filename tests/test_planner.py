@@ -72,3 +72,18 @@ def test_every_prefix_of_the_test_subset_is_a_uniform_sample(tmp_path, data_root
     prefix = run.data.test.labels[run.test_idx[:200]]
     counts = np.bincount(prefix, minlength=10)
     assert counts.min() >= 8 and counts.max() <= 35  # ≈ 20 each; sorted order would give ~2 classes
+
+
+def test_shards_split_the_models_and_everything_downstream_of_them(tmp_path, data_root, session_cache, cifar):
+    """N shards plan disjoint sets of stages whose union is the whole grid; every model is in one."""
+    cfg = validate_config({**RAW, "attacks": ["badnets", "blend", "wanet"], "seeds": [0, 1]})
+
+    def shard(index, count):
+        return GridRun(cfg, RunOptions(tmp_path, session_cache, data_root, shard=(index, count))).plan(set())[0]
+
+    whole = {s.key: s for s in shard(0, 1)}
+    parts = [{s.key: s for s in shard(i, 4)} for i in range(4)]
+    assert sum(len(p) for p in parts) == len(whole) and set().union(*parts) == set(whole)
+    assert [sum(s.kind == "train" for s in p.values()) for p in parts] == [2, 2, 1, 1]  # 6 models over 4
+    for part in parts:
+        assert all(dep in part for s in part.values() for dep in s.deps)  # a shard needs no other shard's stage
