@@ -98,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_grid(cfg, opts)
         print(f"{cfg.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
               f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
-        print(f"leaderboard: {out / 'leaderboard.html'} and {out / 'leaderboard.tex'}")
+        print(f"leaderboard: {out / 'leaderboard.html'}, {out / 'leaderboard.tex'} and {out / 'leaderboard.md'}")
     return 0
 
 

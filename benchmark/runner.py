@@ -400,6 +400,7 @@ class GridRun:
             fields["diagnostic_sweep"] = self.diagnostic_sweep(out.alternatives, attack)
             timings["diagnostics"] = time.perf_counter() - t0
         record = self._record(atk, seed, exp, dfn, defense, key, model_art, exp_art, metrics, before, fields, timings)
+        record["defense_returns_model"] = out.model is not None  # its CA/ASR are the defended pipeline's
         self.store.append(record)
         log.info("cell %s: %s", record["label"], {k: None if v is None else round(v, 4) for k, v in metrics.items()})
         return record

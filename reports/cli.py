@@ -1,6 +1,6 @@
 """The ``report``, ``tables``, ``figures`` and ``compare`` subcommands of ``ebyd-bench``.
 
-    ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]   leaderboard.html/.tex + figures/ + tables/
+    ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]   leaderboard.html/.tex/.md + figures/ + tables/
     ebyd-bench tables DIR [DIR ...] --out DIR                     paper tables (booktabs) + tables.tex
     ebyd-bench figures DIR [DIR ...] --out DIR                    PNG + PDF figures
     ebyd-bench compare BASELINE CURRENT [--tolerance ca=0.01,asr=0.02] [--time-tolerance 0.5]

@@ -125,9 +125,10 @@ def build_context(records: pd.DataFrame, with_figures: bool = False) -> dict[str
 
 def render_leaderboard(records: pd.DataFrame, out_dir: str | os.PathLike[str],
                        figures: bool = True) -> dict[str, Path]:
-    """Write `leaderboard.html` (figures embedded unless `figures=False`) and `leaderboard.tex`."""
+    """Write `leaderboard.html` (figures embedded unless `figures=False`), `leaderboard.tex` and
+    `leaderboard.md` (for terminals, CI job summaries and issues)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = build_context(records, with_figures=figures)
     return {kind: render_file(out / f"leaderboard.{kind}", f"leaderboard.{kind}.j2", context)
-            for kind in ("html", "tex")}
+            for kind in ("html", "tex", "md")}

@@ -71,8 +71,14 @@ def _tex_signed(value: Any) -> str:
     return text if text == "--" else f"${text}$"
 
 
-def environment(tex: bool) -> jinja2.Environment:
-    """HTML env (autoescaped) or TeX env (\\BLOCK{}/\\VAR{} delimiters, `tex` escape filter)."""
+def md_escape(value: Any) -> str:
+    """One Markdown table cell: pipes escaped, line breaks flattened."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def environment(tex: bool, markdown: bool = False) -> jinja2.Environment:
+    """HTML env (autoescaped), TeX env (\\BLOCK{}/\\VAR{} delimiters, `tex` escape filter) or
+    Markdown env (`md` escape filter, no autoescape)."""
     options: dict[str, Any] = dict(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -81,19 +87,20 @@ def environment(tex: bool) -> jinja2.Environment:
                        variable_start_string=r"\VAR{", variable_end_string="}",
                        comment_start_string=r"\#{", comment_end_string="}", autoescape=False)
     else:
-        options.update(autoescape=True)
+        options.update(autoescape=not markdown)
     env = jinja2.Environment(**options)
     missing = "--" if tex else "\u2013"
     env.filters.update(num=lambda v, d=2: fmt(v, missing, digits=d),
-                       signed=_tex_signed if tex else (lambda v: fmt(v, missing, signed=True)),
-                       tex=tex_escape)
+                       signed=_tex_signed if tex else (lambda v, d=2: fmt(v, missing, signed=True, digits=d)),
+                       tex=tex_escape, md=md_escape)
     env.tests["ebyd"] = is_ebyd
     return env
 
 
 def render_file(path: Path, template: str, context: dict[str, Any]) -> Path:
-    """Render `template` (TeX delimiters for *.tex.j2) atomically into `path`."""
-    text = environment(tex=template.endswith(".tex.j2")).get_template(template).render(**context)
+    """Render `template` (TeX delimiters for *.tex.j2, no HTML escaping for *.md.j2) atomically into `path`."""
+    env = environment(tex=template.endswith(".tex.j2"), markdown=template.endswith(".md.j2"))
+    text = env.get_template(template).render(**context)
     atomic_write_text(path, text)
     return path
 

@@ -20,7 +20,7 @@ OPTIONAL_COLUMNS = (
     "exposure", "seed", "asr", "cell_key", "cache_key", "exposure_key", "config_hash", "exposed_label",
     "exposed_label_share", "exposed_ca", "exposed_asr", "bem", "target", "ca_before", "asr_before",
     "defense_info", "defense_category", "defense_uses_exposure", "exposure_trace", "timings", "hardware", "provenance",
-    "dataset_note", "model_note", "source", "asr_prior_matched",
+    "dataset_note", "model_note", "source", "asr_prior_matched", "defense_returns_model",
 )
 
 
@@ -118,12 +118,17 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def removal_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Records of methods that hand back a model: not detectors, and with a measured CA.
+    """Records whose CA/ASR are those of a defended model or pipeline (with a measured CA).
 
-    A detector (``defense_category`` model_inspection or input_filtering) leaves the deployed model
-    as it was, so its CA/ASR are the undefended ones; it belongs in the detection tables, not here.
+    A method that hands back a model (``defense_returns_model``: removal, or an input filter that
+    rewrites inputs, like ONION) belongs in the removal matrix. A detector (NC, STRIP) leaves the
+    deployed model as it was, so its CA/ASR are the undefended ones; it belongs in the detection
+    tables. Records written before the field existed are sorted by ``defense_category``.
     """
-    return df[~df["defense_category"].isin(DETECTOR_CATEGORIES) & df["ca"].notna()]
+    returns = df["defense_returns_model"]
+    legacy = returns.map(is_missing)
+    keeps = returns.where(~legacy, ~df["defense_category"].isin(DETECTOR_CATEGORIES)).astype(bool)
+    return df[keeps & df["ca"].notna()]
 
 
 def removal_aggregate(df: pd.DataFrame) -> pd.DataFrame:

@@ -108,11 +108,23 @@ def test_context_formatting(records: pd.DataFrame) -> None:
     assert section["delta"][0] is None and section["delta"][1]["ca"] == pytest.approx(91 - 92.5575)
 
 
+def test_markdown_leaderboard_has_the_matrix_and_escapes_cells(records: pd.DataFrame, tmp_path: Path) -> None:
+    records["model_note"] = "a | b <i>"
+    text = render_leaderboard(records, tmp_path / "out", figures=False)["md"].read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| attack |"))
+    rows = [line for line in text.splitlines() if line.startswith("| badnets |")]
+    assert "No defense CA / ASR" in header and "CUL+RP CA / ASR" in header
+    assert rows and rows[0].count(" | ") == header.count(" | ")  # one cell per method column
+    assert "| **average** |" in text and "Δ vs. No defense" in text
+    assert "> Note: a \\| b <i>" in text  # pipes escaped, no HTML escaping in Markdown
+
+
 def test_render_html_is_self_contained(records: pd.DataFrame, tmp_path: Path) -> None:
     records["model_note"] = "<b>" + NASTY
     paths = render_leaderboard(records, tmp_path / "out")
-    assert set(paths) == {"html", "tex"} and all(p.is_file() for p in paths.values())
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["leaderboard.html", "leaderboard.tex"]
+    assert set(paths) == {"html", "tex", "md"} and all(p.is_file() for p in paths.values())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["leaderboard.html", "leaderboard.md",
+                                                                     "leaderboard.tex"]
     html = paths["html"].read_text(encoding="utf-8")
     assert "http://" not in html and "https://" not in html
     assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I) and "<link" not in html.lower()

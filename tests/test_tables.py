@@ -152,3 +152,22 @@ def test_tooltip_shows_the_prior_matched_asr_of_text_cells() -> None:
     tips = tables.aggregate(tables.normalize(df)).set_index("attack")["tip"]
     assert "ASR at the matched prior 91.4%" in tips["sos"]
     assert "matched prior" not in tips["badnets"]
+
+
+def test_input_filters_that_rewrite_inputs_join_the_removal_matrix() -> None:
+    """ONION hands back a filtering pipeline whose CA/ASR the harness measured: a Table VII column.
+    STRIP only scores inputs (the undefended CA/ASR are copied): detection tables only. Records
+    from before ``defense_returns_model`` existed fall back to the category."""
+    from reports.tables import normalize, removal_rows
+
+    recs = pd.DataFrame([
+        _rec("sst2", "badnet_rw", None, "none", 0.90, 1.0, defense_category="none", defense_returns_model=True),
+        _rec("sst2", "badnet_rw", None, "onion", 0.79, 0.24, defense_category="input_filtering",
+             defense_returns_model=True),
+        _rec("sst2", "badnet_rw", None, "strip", 0.90, 1.0, defense_category="input_filtering",
+             defense_returns_model=False),
+        _rec("sst2", "badnet_sl", None, "nc", 0.90, 1.0, defense_category="model_inspection"),  # legacy
+        _rec("sst2", "badnet_sl", None, "ft", 0.88, 0.9, defense_category="removal"),           # legacy
+    ])
+    kept = removal_rows(normalize(recs))
+    assert sorted(kept["defense"]) == ["ft", "none", "onion"]

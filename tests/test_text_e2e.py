@@ -57,6 +57,12 @@ def test_text_grid_end_to_end(text_root, tmp_path):
     assert records["rp_text"]["defense_info"]["rp_masks_total"] == 4992
     assert "stand-in for GPT-2" in records["onion"]["model_note"]
     assert records["none"]["ca"] == records["none"]["ca_before"]
+    # ONION's filtered pipeline is measured, so it is a column of the removal matrix (Table VII)
+    assert records["onion"]["defense_returns_model"] is True
+    from reports.tables import normalize, removal_rows
+    from results import load_results
+
+    assert set(removal_rows(normalize(load_results(opts.out_dir)))["defense"]) == {"none", "rp_text", "onion"}
     # resume: nothing left to run, and the poisoned model comes from the cache
     again = TextGridRun(cfg, opts)
     assert again.plan(again.store.finished_cells())[0] == []
