@@ -41,6 +41,9 @@ class MethodSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     #: display name in tables, to tell apart two entries of one method with different parameters
     label: str | None = None
+    #: attacks only: train this attack for these seeds instead of the grid's ``seeds`` (e.g. three
+    #: clean controls, ``{name: none, seeds: [0, 1, 2]}``, for model-level detection rates)
+    seeds: tuple[int, ...] | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> "MethodSpec":
@@ -50,8 +53,11 @@ class MethodSpec(BaseModel):
             label = raw.get("label")
             if label is not None and not isinstance(label, str):
                 raise ValueError(f"'label' must be a string, got {label!r}")
-            return cls(name=raw["name"], label=label,
-                       params={k: v for k, v in raw.items() if k not in ("name", "label")})
+            seeds = raw.get("seeds")
+            if seeds is not None:
+                seeds = tuple(_distinct_ints(seeds, f"{raw['name']}: 'seeds'"))
+            return cls(name=raw["name"], label=label, seeds=seeds,
+                       params={k: v for k, v in raw.items() if k not in ("name", "label", "seeds")})
         raise ValueError(f"expected a name or a mapping with a 'name' key, got {raw!r}")
 
     @property
@@ -109,9 +115,20 @@ class GridConfig(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError("must be a non-empty list of distinct integers")
-        return seeds
+        return _distinct_ints(seeds, "seeds")
+
+    @field_validator("exposures", "defenses")
+    @classmethod
+    def _seeds_are_per_attack(cls, specs: list[MethodSpec]) -> list[MethodSpec]:
+        for spec in specs:
+            if spec.seeds is not None:
+                raise ValueError(f"{spec.name}: 'seeds' is an attack option (which models to train)")
+        return specs
+
+    def models(self) -> list[tuple[int, MethodSpec]]:
+        """(seed, attack) of every poisoned model, seed-major: the grid's seeds, or an attack's own."""
+        seeds = sorted({s for a in self.attacks for s in (a.seeds or self.seeds)})
+        return [(s, a) for s in seeds for a in self.attacks if s in (a.seeds or self.seeds)]
 
     def train_recipe(self) -> Any:
         """TrainRecipe for image datasets, TextRecipe for text ones (their loader has ``domain = "text"``)."""
@@ -125,6 +142,13 @@ class GridConfig(BaseModel):
 
             return build_dataclass(TextRecipe, self.recipe, "recipe")
         return build_dataclass(TrainRecipe, self.recipe, "recipe")
+
+
+def _distinct_ints(values: Any, where: str) -> list[int]:
+    if (not isinstance(values, (list, tuple)) or not values or len(set(values)) != len(values)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+        raise ValueError(f"{where} must be a non-empty list of distinct integers, got {values!r}")
+    return list(values)
 
 
 def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:

@@ -281,8 +281,7 @@ class GridRun:
         skipped: set[str] = set()
         no_exposure = MethodSpec(name="none")
         shard, shards = self.opts.shard
-        models = [(seed, atk) for seed in self.cfg.seeds for atk in self.cfg.attacks]
-        for seed, atk in models[shard::shards]:
+        for seed, atk in self.cfg.models()[shard::shards]:
             mkey = stable_hash(self.model_key_payload(atk, seed))
             train = Stage(mkey, "train", f"train {atk.name} seed={seed}", (),
                           functools.partial(self._run_train, atk, seed, mkey))

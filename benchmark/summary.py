@@ -90,7 +90,26 @@ def label_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:
     return {"nc": float(np.mean(per_model)) if per_model else None}
 
 
+#: reference §6.3: model-level detection rates are published from this many clean controls per dataset
+MIN_CLEAN_CONTROLS = 3
+
+
+def model_population(records: pd.DataFrame) -> dict[str, Any]:
+    """How many backdoored and clean (``attack: none``) models the model-level AUROCs rest on, with a
+    warning when the clean controls are fewer than the reference's minimum of three."""
+    if records.empty or "cache_key" not in records:
+        return {"backdoored": 0, "clean": 0}
+    models = records.drop_duplicates(subset="cache_key")
+    clean = int((models["attack"] == "none").sum())
+    out: dict[str, Any] = {"backdoored": int(len(models) - clean), "clean": clean}
+    if clean < MIN_CLEAN_CONTROLS:
+        out["warning"] = (f"model-level AUROCs rest on {clean} clean control(s); the reference publishes them from "
+                          f"at least {MIN_CLEAN_CONTROLS} per dataset (add seeds of attack 'none')")
+    return out
+
+
 def grid_statistics(records: pd.DataFrame) -> dict[str, Any]:
     return {"exposure_detection_auroc": exposure_detection_auroc(records),
             "model_detection_auroc": model_detection_auroc(records),
+            "model_detection_population": model_population(records),
             "label_detection_auroc": label_detection_auroc(records)}

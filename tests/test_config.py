@@ -23,6 +23,9 @@ def test_valid_config_parses_specs():
     ({**BASE, "attacks": [{"name": "blend", "alpha": "high"}]}, "parameter 'alpha'"),
     ({**BASE, "seeds": "zero"}, "seeds"),
     ({**BASE, "seeds": [0, 0]}, "distinct"),
+    ({**BASE, "attacks": [{"name": "none", "seeds": [1, 1]}]}, "none: 'seeds' must be a non-empty list of distinct"),
+    ({**BASE, "attacks": [{"name": "none", "seeds": 3}]}, "none: 'seeds' must be a non-empty list"),
+    ({**BASE, "defenses": [{"name": "rp", "seeds": [1]}]}, "rp: 'seeds' is an attack option"),
     ({**BASE, "dataset": {"name": "cifar10", "train_subset": -5}}, "train_subset"),
     ({**BASE, "recipe": {"epochs": "many"}}, "recipe"),
     ({**BASE, "model": {"name": "vgg99"}}, "unknown models 'vgg99'"),
@@ -33,6 +36,15 @@ def test_invalid_configs_name_the_problem(raw, needle):
     with pytest.raises(ConfigError) as exc:
         validate_config(raw)
     assert needle in str(exc.value)
+
+
+def test_an_attack_can_have_its_own_seeds():
+    """E.g. three clean controls for model-level detection rates without retraining every attack."""
+    cfg = validate_config({**BASE, "attacks": ["badnets", {"name": "none", "seeds": [0, 1, 2]}], "seeds": [0]})
+    assert [(seed, a.name) for seed, a in cfg.models()] == [(0, "badnets"), (0, "none"), (1, "none"), (2, "none")]
+    assert cfg.attacks[1].params == {}  # `seeds` is not an attack parameter
+    cfg = validate_config({**BASE, "attacks": ["badnets", "blend"], "seeds": [3, 1]})
+    assert [(seed, a.name) for seed, a in cfg.models()] == [(1, "badnets"), (1, "blend"), (3, "badnets"), (3, "blend")]
 
 
 def test_malformed_yaml_and_missing_file(tmp_path):

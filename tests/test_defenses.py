@@ -358,6 +358,11 @@ def test_model_detection_auroc_of_nc_and_exposed_nc():
     assert label_detection_auroc(records) == {"nc": pytest.approx((1.0 + 2 / 3) / 2)}
     stats = grid_statistics(records)
     assert stats["model_detection_auroc"] == {"nc": 0.5, "cul+nc": 0.75} and "exposure_detection_auroc" in stats
+    population = stats["model_detection_population"]
+    assert population["backdoored"] == 2 and population["clean"] == 2
+    assert "rest on 2 clean control(s)" in population["warning"]  # the reference asks for at least 3
+    more = pd.DataFrame(rows + [_nc_record("none", "c3", anomaly_index=0.5)])
+    assert grid_statistics(more)["model_detection_population"] == {"backdoored": 2, "clean": 3}
     assert model_detection_auroc(pd.DataFrame()) == {} and label_detection_auroc(pd.DataFrame()) == {}
 
 

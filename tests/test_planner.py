@@ -87,3 +87,12 @@ def test_shards_split_the_models_and_everything_downstream_of_them(tmp_path, dat
     assert [sum(s.kind == "train" for s in p.values()) for p in parts] == [2, 2, 1, 1]  # 6 models over 4
     for part in parts:
         assert all(dep in part for s in part.values() for dep in s.deps)  # a shard needs no other shard's stage
+
+
+def test_an_attack_with_its_own_seeds_adds_only_its_models(tmp_path, data_root, session_cache, cifar):
+    cfg = validate_config({**RAW, "attacks": ["badnets", {"name": "none", "seeds": [0, 1, 2]}], "exposures": ["cul"],
+                           "defenses": ["none"]})
+    stages, _ = GridRun(cfg, RunOptions(tmp_path, session_cache, data_root)).plan(set())
+    assert sorted(s.label for s in stages if s.kind == "train") == [
+        "train badnets seed=0", "train none seed=0", "train none seed=1", "train none seed=2"]
+    assert sum(s.kind == "cell" for s in stages) == 4
