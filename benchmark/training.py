@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -48,8 +47,9 @@ def native_bf16(device: str, cpuinfo: str | None = None) -> bool:
     if dev.type != "cpu":
         return False
     if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text(errors="replace") if path.exists() else ""
+        from benchmark.provenance import cpuinfo as read_cpuinfo
+
+        cpuinfo = read_cpuinfo()
     flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
