@@ -29,8 +29,10 @@ def _dict(value: Any) -> dict:
 
 
 def _hardware(hw: dict) -> str:
-    """Short hardware line: device name, device, CPU count and torch threads."""
+    """Short hardware line: device name, device, CPU model and capability, CPU count and torch threads."""
     parts = [hw.get("device_name"), hw.get("device")]
+    if hw.get("cpu_model"):
+        parts.append(f"{hw['cpu_model']} ({hw['cpu_capability']})" if hw.get("cpu_capability") else hw["cpu_model"])
     if hw.get("cpu_count"):
         parts.append(f"{hw['cpu_count']} CPUs")
     if hw.get("torch_threads"):
