@@ -123,11 +123,14 @@ def removal_rows(df: pd.DataFrame) -> pd.DataFrame:
     A method that hands back a model (``defense_returns_model``: removal, or an input filter that
     rewrites inputs, like ONION) belongs in the removal matrix. A detector (NC, STRIP) leaves the
     deployed model as it was, so its CA/ASR are the undefended ones; it belongs in the detection
-    tables. Records written before the field existed are sorted by ``defense_category``.
+    tables. For records written before the field existed: a removal category, or metrics that
+    differ from the undefended ones (the harness copies those, exactly, for a detector).
     """
     returns = df["defense_returns_model"]
     legacy = returns.map(is_missing)
-    keeps = returns.where(~legacy, ~df["defense_category"].isin(DETECTOR_CATEGORIES)).astype(bool)
+    changed = (df["ca"] != df["ca_before"]) | ((df["asr"] != df["asr_before"]) & df["asr"].notna())
+    inferred = ~df["defense_category"].isin(DETECTOR_CATEGORIES) | changed
+    keeps = returns.where(~legacy, inferred).astype(bool)
     return df[keeps & df["ca"].notna()]
 
 

@@ -166,8 +166,11 @@ def test_input_filters_that_rewrite_inputs_join_the_removal_matrix() -> None:
              defense_returns_model=True),
         _rec("sst2", "badnet_rw", None, "strip", 0.90, 1.0, defense_category="input_filtering",
              defense_returns_model=False),
-        _rec("sst2", "badnet_sl", None, "nc", 0.90, 1.0, defense_category="model_inspection"),  # legacy
-        _rec("sst2", "badnet_sl", None, "ft", 0.88, 0.9, defense_category="removal"),           # legacy
+        # legacy records: detectors copied the undefended CA/ASR (0.92 / 1.0) exactly
+        _rec("sst2", "badnet_sl", None, "nc", 0.92, 1.0, defense_category="model_inspection"),
+        _rec("sst2", "badnet_sl", None, "ft", 0.92, 1.0, defense_category="removal"),
+        _rec("sst2", "badnet_sl", None, "onion", 0.80, 0.3, defense_category="input_filtering"),
     ])
     kept = removal_rows(normalize(recs))
-    assert sorted(kept["defense"]) == ["ft", "none", "onion"]
+    assert sorted(zip(kept["attack"], kept["defense"])) == [
+        ("badnet_rw", "none"), ("badnet_rw", "onion"), ("badnet_sl", "ft"), ("badnet_sl", "onion")]
