@@ -60,6 +60,13 @@ class MethodSpec(BaseModel):
                        params={k: v for k, v in raw.items() if k not in ("name", "label", "seeds")})
         raise ValueError(f"expected a name or a mapping with a 'name' key, got {raw!r}")
 
+    def to_raw(self) -> str | dict[str, Any]:
+        """The form :meth:`parse` reads: the bare name, or ``{name, **params, label?, seeds?}``."""
+        extra = {k: v for k, v in (("label", self.label), ("seeds", self.seeds)) if v is not None}
+        if not self.params and not extra:
+            return self.name
+        return {"name": self.name, **self.params, **{k: list(v) if k == "seeds" else v for k, v in extra.items()}}
+
     @property
     def identity(self) -> str:
         """Hashable identity: the name plus a digest of the parameters."""
@@ -129,6 +136,13 @@ class GridConfig(BaseModel):
         """(seed, attack) of every poisoned model, seed-major: the grid's seeds, or an attack's own."""
         seeds = sorted({s for a in self.attacks for s in (a.seeds or self.seeds)})
         return [(s, a) for s in seeds for a in self.attacks if s in (a.seeds or self.seeds)]
+
+    def to_raw(self) -> dict[str, Any]:
+        """A plain mapping that :func:`validate_config` turns back into this config (for ``OUT/config.yaml``)."""
+        raw = self.model_dump(mode="json")
+        for key in ("attacks", "exposures", "defenses"):
+            raw[key] = [spec.to_raw() for spec in getattr(self, key)]
+        return raw
 
     def train_recipe(self) -> Any:
         """TrainRecipe for image datasets, TextRecipe for text ones (their loader has ``domain = "text"``)."""

@@ -417,7 +417,7 @@ class GridRun:
             "defense": dfn.name, "defense_label": dfn.label or dfn.name, "defense_params": defense.params(), "defense_category": defense.category,
             "defense_uses_exposure": defense.uses_exposure,
             "seed": seed, **metrics, "ca_before": before["ca"], "asr_before": before["asr"],
-            "config_hash": stable_hash(self.cfg.model_dump(mode="json")),
+            "config_hash": stable_hash(self.cfg.to_raw()),  # of OUT/config.yaml
             "defense_info": fields, "eval_test_size": int(len(self.test_idx)),
             "train_cached": model_art.cached, "timings": timings,
             "hardware": self.provenance["hardware"], "provenance": self.provenance,
@@ -517,4 +517,4 @@ def _log_to_file(out: Path) -> None:
 def _dump_yaml(cfg: GridConfig) -> str:
     import yaml
 
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.to_raw(), sort_keys=False)

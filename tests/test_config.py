@@ -64,3 +64,16 @@ def test_shipped_presets_are_valid():
 
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         load_configs(path)
+
+
+def test_the_config_a_run_writes_loads_back_to_the_same_grid(tmp_path):
+    """OUT/config.yaml is the input form again, so a run can be repeated from it."""
+    from pathlib import Path
+
+    from benchmark.runner import _dump_yaml
+
+    for preset in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
+        for cfg in load_configs(preset):
+            copy = tmp_path / f"{cfg.name}.yaml"
+            copy.write_text(_dump_yaml(cfg), encoding="utf-8")
+            assert load_config(copy) == cfg, preset.name
