@@ -106,9 +106,14 @@ def _tooltip(group: pd.DataFrame) -> str:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean/std (in %) over seeds per (dataset, model, attack, method), plus seed count and tooltip."""
+    """Mean/std (in %) over seeds per (dataset, model, attack, method), plus seed count and tooltip.
+
+    The grid records one no-defense cell per exposure of a model (to carry the exposure's
+    read-off); they are one experiment, so each model counts once in the "No defense" column.
+    """
     keys = ["dataset", "model", "attack", "method"]
-    grouped = df.groupby(keys, dropna=False, sort=True)
+    repeats = (df["method"] == NO_DEFENSE) & df.duplicated([*keys, "seed", "cache_key"])
+    grouped = df[~repeats].groupby(keys, dropna=False, sort=True)
     agg = grouped.agg(ca=("ca", "mean"), ca_std=("ca", "std"), asr=("asr", "mean"),
                       asr_std=("asr", "std"), n=("ca", "size"))
     agg[["ca", "ca_std", "asr", "asr_std"]] *= 100.0

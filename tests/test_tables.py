@@ -174,3 +174,16 @@ def test_input_filters_that_rewrite_inputs_join_the_removal_matrix() -> None:
     kept = removal_rows(normalize(recs))
     assert sorted(zip(kept["attack"], kept["defense"])) == [
         ("badnet_rw", "none"), ("badnet_rw", "onion"), ("badnet_sl", "ft"), ("badnet_sl", "onion")]
+
+
+def test_the_no_defense_cell_of_each_exposure_counts_once() -> None:
+    """A grid with exposures [none, cul] records the undefended model twice; it is one experiment."""
+    from reports.tables import aggregate, normalize
+
+    recs = pd.DataFrame([
+        _rec("cifar10", "badnets", None, "none", 0.9, 1.0, cache_key="m" * 64),
+        _rec("cifar10", "badnets", "cul", "none", 0.9, 1.0, cache_key="m" * 64),
+        _rec("cifar10", "badnets", None, "none", 0.8, 0.9, seed=1, cache_key="n" * 64),
+    ])
+    row = aggregate(normalize(recs)).iloc[0]
+    assert row["n"] == 2 and row["ca"] == pytest.approx(85.0) and row["ca_std"] == pytest.approx(7.0710678)
