@@ -71,7 +71,7 @@ def entries(cache: ArtifactCache, kind: str | None = None) -> list[CacheEntry]:
         raise BenchmarkError(f"no cache at {cache.root}")
     found = set()
     for path in cache.root.glob(f"{kind or '*'}/??/*"):
-        stem, suffix = path.name.split(".", 1)[0], path.name.split(".", 1)[-1]
+        stem, _, suffix = path.name.partition(".")
         if suffix in ("json", "safetensors") and _KEY.match(stem) and path.parent.name == stem[:2]:
             found.add((path.parent.parent.name, stem))
     return [CacheEntry(k, key, cache) for k, key in sorted(found)]
@@ -118,7 +118,7 @@ def remove(entry: CacheEntry) -> None:
     """Delete the artifact under its lock: metadata first, so no reader ever sees it complete but
     without tensors."""
     with entry.cache.lock(entry.kind, entry.key):
-        for path in (entry.cache.meta_path(entry.kind, entry.key), entry.cache.tensor_path(entry.kind, entry.key)):
+        for path in entry.files:  # metadata, then tensors
             path.unlink(missing_ok=True)
 
 

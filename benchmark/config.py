@@ -62,10 +62,12 @@ class MethodSpec(BaseModel):
 
     def to_raw(self) -> str | dict[str, Any]:
         """The form :meth:`parse` reads: the bare name, or ``{name, **params, label?, seeds?}``."""
-        extra = {k: v for k, v in (("label", self.label), ("seeds", self.seeds)) if v is not None}
-        if not self.params and not extra:
-            return self.name
-        return {"name": self.name, **self.params, **{k: list(v) if k == "seeds" else v for k, v in extra.items()}}
+        raw: dict[str, Any] = {"name": self.name, **self.params}
+        if self.label is not None:
+            raw["label"] = self.label
+        if self.seeds is not None:
+            raw["seeds"] = list(self.seeds)
+        return self.name if len(raw) == 1 else raw
 
     @property
     def identity(self) -> str:
