@@ -5,7 +5,8 @@ x' = trunc(255 · minmax(x/255 + U)), where U = ``best_universal.npy[0]`` (float
 
 The pattern U is an optimised artefact that is not bundled and cannot be fetched offline:
 ``trigger_file`` is required, and ``setup`` refuses to run without it. Choice made (reference §9
-row 25): never substitute a regenerated pattern. The file's SHA-256 enters the cache key.
+row 25): never substitute a regenerated pattern. The file's SHA-256 enters the cache key (its path does
+not, so copies of the file in different places share one cached model).
 """
 
 from __future__ import annotations
