@@ -3,6 +3,7 @@
 import multiprocessing as mp
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,14 +71,13 @@ def test_unrelated_fields_keep_the_model_key(run_for, change):
 
 def test_a_trigger_file_enters_the_key_by_content_not_by_path(run_for, tmp_path):
     """The same smooth pattern in two places keys one model; a different pattern keys another."""
-    import numpy as np
-
     def smooth_key(path):
         return model_key(run_for, {**RAW, "attacks": [{"name": "smooth", "trigger_file": str(path)}]})
 
     u = np.random.default_rng(0).uniform(0, 0.2, size=(1, 32, 32, 3)).astype(np.float32)
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    np.save(tmp_path / "a" / "u.npy", u), np.save(tmp_path / "b" / "u.npy", u)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "u.npy", u)
     np.save(tmp_path / "other.npy", u * 0.5)
     assert smooth_key(tmp_path / "a" / "u.npy") == smooth_key(tmp_path / "b" / "u.npy")
     assert smooth_key(tmp_path / "a" / "u.npy") != smooth_key(tmp_path / "other.npy")
