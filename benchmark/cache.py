@@ -35,7 +35,8 @@ def stable_hash(obj: Any) -> str:
 #: fields added to key payloads after caches existed, with the value that means "as before": a
 #: field at that value is left out of the key, so caches built before it existed stay valid, and
 #: any other value enters the key as usual.
-LATER_FIELDS: dict[str, Any] = {"precision": "fp32", "defense_in_training": False, "group_by_length": False}
+LATER_FIELDS: dict[str, Any] = {"precision": "fp32", "defense_in_training": False, "group_by_length": False,
+                               "fraction": 0.0}
 
 
 def key_stable(payload: dict[str, Any]) -> dict[str, Any]:

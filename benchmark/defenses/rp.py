@@ -5,9 +5,11 @@
    BN, masks clamped to [0, 1] after every step). Channels the backdoor needs recover least.
 2. Pruning on the ORIGINAL model θ: γ_k := 0 for every channel with m_k ≤ t.
 
-Threshold choice (``selection``): ``dd_rule`` (default) is the reference's defender-only rule —
-the largest t in {0.05, …, 0.70} whose pruned model keeps ``D_d`` accuracy ≥ acc₀ − ``max_acc_drop``;
-``threshold`` prunes at the fixed ``threshold``. Neither reads test or poisoned data.
+Which channels are pruned (``selection``, reference §7.1-5/6): ``dd_rule`` (default) is the reference's
+defender-only dynamic threshold — the largest t in {0.05, …, 0.70} whose pruned model keeps ``D_d``
+accuracy ≥ acc₀ − ``max_acc_drop``; ``threshold`` prunes m ≤ the fixed ``threshold``; ``fraction``
+prunes the ⌊``fraction`` · N⌋ channels with the lowest masks (ties by layer order; RNP's
+``--pruning-by number`` with a count of ⌊f · N⌋). None of them reads test or poisoned data.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import swap_norm
-from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, batchnorms, mask_step,
-                                          dd_rule, pruning_result, split_holdout)
+from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, Selection, batchnorms,
+                                          check_selection, choose_units, dd_rule, mask_step, pruning_result,
+                                          split_holdout)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
@@ -40,11 +43,15 @@ class RecoverPruning(Defense):
     alpha: float = 0.2
     epochs: int = 20
     batch_size: int = 128
-    selection: Literal["dd_rule", "threshold"] = "dd_rule"
+    selection: Literal["dd_rule", "threshold", "fraction"] = "dd_rule"
     threshold: float = 0.2
+    fraction: float = 0.0  # for selection="fraction": the share of the BN channels to prune, in (0, 1)
     max_acc_drop: float = 0.05
     thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+
+    def __post_init__(self) -> None:
+        check_selection(self.selection, self.fraction, "rp")
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         recover_data, select_data = split_holdout(ctx.data, self.select_holdout)
@@ -52,14 +59,11 @@ class RecoverPruning(Defense):
         masks = self.recover_masks(start, recover_data, ctx)
         select_ctx = copy.copy(ctx)
         select_ctx.data = select_data
-        if self.selection == "threshold":
-            t, sweep = self.threshold, []
-        else:
-            t, sweep = self.select_threshold(model, masks, select_ctx)
-        fields = {"rp_threshold": t, "rp_sweep": sweep}
-        if t is not None:
-            fields["rp_threshold_below_paper_range"] = t < 0.4
-        return pruning_result(model, masks, t, fields, "rp", lambda th: prune(model, masks, th))
+        chosen, fields = choose_units(masks, self.selection, self.threshold, self.fraction,
+                                      lambda: self.select_threshold(model, masks, select_ctx), "rp")
+        if fields.get("rp_threshold") is not None:
+            fields["rp_threshold_below_paper_range"] = fields["rp_threshold"] < 0.4
+        return pruning_result(model, masks, chosen, fields, "rp", lambda units: prune(model, units))
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
@@ -90,16 +94,16 @@ class RecoverPruning(Defense):
 def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodContext,
                       thresholds: tuple[float, ...], max_acc_drop: float) -> tuple[float | None, list[dict]]:
     """:func:`dd_rule` with un-augmented D_d accuracy and BN-γ pruning (RP and ANP)."""
-    return dd_rule(ctx.clean_accuracy, lambda t: prune(model, masks, t), masks, thresholds, max_acc_drop, model)
+    return dd_rule(ctx.clean_accuracy, lambda units: prune(model, units), masks, thresholds, max_acc_drop, model)
 
 
-def prune(model: nn.Module, masks: list[torch.Tensor], threshold: float) -> nn.Module:
-    """Copy of θ with γ_k := 0 for every BN channel whose mask m_k ≤ threshold (β kept)."""
+def prune(model: nn.Module, units: Selection) -> nn.Module:
+    """Copy of θ with γ_k := 0 for every selected BN channel (β kept)."""
     pruned = copy.deepcopy(model)
     layers = batchnorms(pruned)
-    if len(layers) != len(masks):
-        raise ValueError(f"{len(masks)} masks for {len(layers)} BatchNorm layers")
+    if len(layers) != len(units):
+        raise ValueError(f"{len(units)} masks for {len(layers)} BatchNorm layers")
     with torch.no_grad():
-        for (_, bn), m in zip(layers, masks):
-            bn.weight[m.to(bn.weight.device) <= threshold] = 0.0
+        for (_, bn), chosen in zip(layers, units):
+            bn.weight[chosen.to(bn.weight.device)] = 0.0
     return pruned

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchmark.defenses.masked_bn import mask_step
+from benchmark.defenses.masked_bn import Selection, mask_step
 from benchmark.cache import stable_hash
 from benchmark.methods import Defense, MethodContext
 from benchmark.text.batching import sentence_batches
@@ -72,18 +72,18 @@ def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: i
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: list[torch.Tensor], threshold: float | None = None) -> nn.Module:
-    """Copy of ``model`` with γ := γ·m (``threshold`` None: recovery-only) or γ_k := 0 where m_k ≤ threshold."""
+def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | None = None) -> nn.Module:
+    """Copy of ``model`` with γ := γ·m (``units`` None: recovery-only) or γ_k := 0 for the selected units
+    (pruning; see :func:`benchmark.defenses.masked_bn.at_most`)."""
     out = copy.deepcopy(model)
     layers = encoder_layernorms(out)
     if len(layers) != len(masks):
         raise ValueError(f"{len(masks)} masks for {len(layers)} LayerNorm layers")
-    for (_, ln), m in zip(layers, masks):
-        m = m.to(ln.weight.device)
-        if threshold is None:
-            ln.weight.mul_(m)
+    for i, ((_, ln), m) in enumerate(zip(layers, masks)):
+        if units is None:
+            ln.weight.mul_(m.to(ln.weight.device))
         else:
-            ln.weight[m <= threshold] = 0.0
+            ln.weight[units[i].to(ln.weight.device)] = 0.0
     return out.eval()
 
 
