@@ -47,6 +47,9 @@ def test_prune_zeroes_gamma_below_threshold_and_keeps_beta():
         torch.testing.assert_close(after.weight[m > 0.3], before.weight[m > 0.3])
         torch.testing.assert_close(after.bias, before.bias)
     assert any((bn.weight != 0).all() for _, bn in batchnorms(model))  # original untouched
+    ablation = prune(model, at_most(masks, 0.3), prune_bias=True)  # reference §7.1-4's ablation
+    for (_, before), (_, after), m in zip(batchnorms(model), batchnorms(ablation), masks):
+        assert (after.bias[m <= 0.3] == 0).all() and torch.equal(after.bias[m > 0.3], before.bias[m > 0.3])
 
 
 def test_fraction_selection_prunes_the_lowest_masks_with_ties_in_layer_order():

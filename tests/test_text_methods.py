@@ -72,6 +72,8 @@ def test_masks_learn_in_unit_interval_and_prune_gamma_only(tokenizer):
     assert g0[0] == 0 and g0[1] == 0 and g0[2] == ref.weight[2] and torch.equal(b0, ref.bias)
     scaled = apply_masks(model, masks)
     assert torch.allclose(encoder_layernorms(scaled)[0][1].weight, ref.weight * masks[0])
+    ablation = encoder_layernorms(apply_masks(model, masks, at_most(masks, 0.3), prune_bias=True))[0][1]
+    assert (ablation.bias[:2] == 0).all() and ablation.bias[2] == ref.bias[2]
 
 
 def test_rp_text_prunes_the_original_model_by_the_dd_rule(tokenizer):

@@ -49,6 +49,7 @@ class RecoverPruning(Defense):
     max_acc_drop: float = 0.05
     thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+    prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned channels
 
     def __post_init__(self) -> None:
         check_selection(self.selection, self.fraction, "rp")
@@ -63,7 +64,7 @@ class RecoverPruning(Defense):
                                       lambda: self.select_threshold(model, masks, select_ctx), "rp")
         if fields.get("rp_threshold") is not None:
             fields["rp_threshold_below_paper_range"] = fields["rp_threshold"] < 0.4
-        return pruning_result(model, masks, chosen, fields, "rp", lambda units: prune(model, units))
+        return pruning_result(model, masks, chosen, fields, "rp", lambda units: prune(model, units, self.prune_bias))
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:
         """Step 1: learn the BN-scale masks of the exposed model on D_d; returns one tensor per BN layer."""
@@ -88,22 +89,27 @@ class RecoverPruning(Defense):
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor],
                          ctx: MethodContext) -> tuple[float | None, list[dict]]:
         """Largest t whose pruned θ keeps D_d accuracy ≥ acc₀ − max_acc_drop (None if none does)."""
-        return select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop)
+        return select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop, self.prune_bias)
 
 
-def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodContext,
-                      thresholds: tuple[float, ...], max_acc_drop: float) -> tuple[float | None, list[dict]]:
+def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodContext, thresholds: tuple[float, ...],
+                      max_acc_drop: float, prune_bias: bool = False) -> tuple[float | None, list[dict]]:
     """:func:`dd_rule` with un-augmented D_d accuracy and BN-γ pruning (RP and ANP)."""
-    return dd_rule(ctx.clean_accuracy, lambda units: prune(model, units), masks, thresholds, max_acc_drop, model)
+    return dd_rule(ctx.clean_accuracy, lambda units: prune(model, units, prune_bias), masks, thresholds,
+                   max_acc_drop, model)
 
 
-def prune(model: nn.Module, units: Selection) -> nn.Module:
-    """Copy of θ with γ_k := 0 for every selected BN channel (β kept)."""
+def prune(model: nn.Module, units: Selection, prune_bias: bool = False) -> nn.Module:
+    """Copy of θ with γ_k := 0 for every selected BN channel; β is kept, so the channel outputs the
+    constant β_k before the ReLU (as RNP), unless ``prune_bias`` (the reference's ablation)."""
     pruned = copy.deepcopy(model)
     layers = batchnorms(pruned)
     if len(layers) != len(units):
         raise ValueError(f"{len(units)} masks for {len(layers)} BatchNorm layers")
     with torch.no_grad():
         for (_, bn), chosen in zip(layers, units):
-            bn.weight[chosen.to(bn.weight.device)] = 0.0
+            chosen = chosen.to(bn.weight.device)
+            bn.weight[chosen] = 0.0
+            if prune_bias:
+                bn.bias[chosen] = 0.0
     return pruned

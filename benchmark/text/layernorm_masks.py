@@ -72,9 +72,10 @@ def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: i
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | None = None) -> nn.Module:
+def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | None = None,
+                prune_bias: bool = False) -> nn.Module:
     """Copy of ``model`` with γ := γ·m (``units`` None: recovery-only) or γ_k := 0 for the selected units
-    (pruning; see :func:`benchmark.defenses.masked_bn.at_most`)."""
+    (pruning; see :func:`benchmark.defenses.masked_bn.at_most`), and β_k := 0 too with ``prune_bias``."""
     out = copy.deepcopy(model)
     layers = encoder_layernorms(out)
     if len(layers) != len(masks):
@@ -83,7 +84,10 @@ def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | 
         if units is None:
             ln.weight.mul_(m.to(ln.weight.device))
         else:
-            ln.weight[units[i].to(ln.weight.device)] = 0.0
+            chosen = units[i].to(ln.weight.device)
+            ln.weight[chosen] = 0.0
+            if prune_bias:
+                ln.bias[chosen] = 0.0
     return out.eval()
 
 

@@ -11,14 +11,15 @@ acc₀ − ``max_acc_drop``; none qualifies → θ unpruned, ``rp_infeasible``. 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, check_selection, choose_units, dd_rule, pruning_result,
-                                          split_holdout)
+from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, Selection, check_selection, choose_units, dd_rule,
+                                          pruning_result, split_holdout)
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -36,6 +37,7 @@ class TextRecoverPruning(LayerNormRecovery):
     max_acc_drop: float = 0.05
     thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
     select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+    prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned units
 
     def __post_init__(self) -> None:
         check_selection(self.selection, self.fraction, "rp_text")
@@ -48,9 +50,13 @@ class TextRecoverPruning(LayerNormRecovery):
                                       lambda: self.select_threshold(model, masks, select_data, ctx.device), "rp")
         if fields.get("rp_threshold") is not None:
             fields["rp_threshold_below_paper_range"] = fields["rp_threshold"] < 0.4
-        return pruning_result(model, masks, chosen, fields, "rp", lambda units: apply_masks(model, masks, units))
+        return pruning_result(model, masks, chosen, fields, "rp", self.pruner(model, masks))
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
                          device: str) -> tuple[float | None, list[dict]]:
-        return dd_rule(lambda m: dd_stats(m, data, device)[0], lambda units: apply_masks(model, masks, units),
+        return dd_rule(lambda m: dd_stats(m, data, device)[0], self.pruner(model, masks),
                        masks, self.thresholds, self.max_acc_drop, model)
+
+    def pruner(self, model: nn.Module, masks: list[torch.Tensor]) -> Callable[[Selection], nn.Module]:
+        """Selected units → the pruned copy of θ (γ := 0, and β := 0 with ``prune_bias``)."""
+        return functools.partial(apply_masks, model, masks, prune_bias=self.prune_bias)
