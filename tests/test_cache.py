@@ -10,6 +10,7 @@ import torch
 from benchmark.cache import ArtifactCache, stable_hash
 from benchmark.config import MethodSpec, validate_config
 from benchmark.errors import CacheError
+from benchmark.registries import DEFENSES, EXPOSURES
 from benchmark.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
@@ -83,9 +84,12 @@ def test_a_trigger_file_enters_the_key_by_content_not_by_path(run_for, tmp_path)
     assert smooth_key(tmp_path / "a" / "u.npy") != smooth_key(tmp_path / "other.npy")
 
 
-@pytest.mark.parametrize("kind,name", [("exposure", "cul_text"), ("cell", "ft_text"), ("cell", "rp_text")])
-def test_group_by_length_enters_method_keys_only_when_on(run_for, kind, name):
-    """A method parameter added later (``group_by_length``) keeps old keys at its "as before" value."""
+@pytest.mark.parametrize("kind,name,field,on", [
+    ("exposure", "cul_text", "group_by_length", True), ("cell", "ft_text", "group_by_length", True),
+    ("cell", "rp_text", "group_by_length", True), ("cell", "rp", "prune_bias", True),
+    ("cell", "rp_text", "prune_bias", True), ("cell", "anp", "fraction", 0.1)])
+def test_later_method_fields_enter_keys_only_when_changed(run_for, kind, name, field, on):
+    """A method parameter added later keeps old keys at its "as before" value."""
     run = run_for(RAW)
 
     def payload(**params):
@@ -93,9 +97,10 @@ def test_group_by_length_enters_method_keys_only_when_on(run_for, kind, name):
         return (run.exposure_key_payload("m" * 64, spec, 0) if kind == "exposure"
                 else run.cell_key_payload("m" * 64, "e" * 64, spec))
 
-    assert "group_by_length" not in str(payload())  # the key of a cache built before the field existed
-    assert stable_hash(payload()) == stable_hash(payload(group_by_length=False))
-    assert stable_hash(payload()) != stable_hash(payload(group_by_length=True))
+    method = (EXPOSURES if kind == "exposure" else DEFENSES).get(name)()
+    assert field not in str(payload())  # the key of a cache built before the field existed
+    assert stable_hash(payload()) == stable_hash(payload(**{field: getattr(method, field)}))
+    assert stable_hash(payload()) != stable_hash(payload(**{field: on}))
 
 
 def test_seed_and_data_digest_enter_the_key(run_for):
