@@ -26,7 +26,7 @@ from typing import Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from benchmark.errors import ConfigError
 from benchmark.registry import Registry, UnknownNameError
@@ -132,6 +132,21 @@ class GridConfig(BaseModel):
         for spec in specs:
             if spec.seeds is not None:
                 raise ValueError(f"{spec.name}: 'seeds' is an attack option (which models to train)")
+        return specs
+
+    @field_validator("attacks", "exposures", "defenses")
+    @classmethod
+    def _distinct_entries(cls, specs: list[MethodSpec], info: ValidationInfo) -> list[MethodSpec]:
+        """Tables group records by these names, so two entries that share one would be merged like seeds."""
+        if info.field_name == "attacks":
+            names = [s.name for s in specs]
+            hint = "an attack is listed once per grid (its 'seeds' train several models)"
+        else:
+            names = [s.label or s.name for s in specs]
+            hint = "give each setting a distinct 'label'"
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} listed more than once: {hint}")
         return specs
 
     def models(self) -> list[tuple[int, MethodSpec]]:

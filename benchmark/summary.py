@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from results.store import with_exposure_labels
+
 
 def exposure_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:
     """Per exposure: AUROC of the read-off label share separating backdoored from clean models.
@@ -109,6 +111,7 @@ def model_population(records: pd.DataFrame) -> dict[str, Any]:
 
 
 def grid_statistics(records: pd.DataFrame) -> dict[str, Any]:
+    records = with_exposure_labels(records)
     return {"exposure_detection_auroc": exposure_detection_auroc(records),
             "model_detection_auroc": model_detection_auroc(records),
             "model_detection_population": model_population(records),

@@ -8,6 +8,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from results.store import with_exposure_labels
+
 NO_DEFENSE = "No defense"
 CLEAN_ATTACK = "none"
 DETECTOR_CATEGORIES = ("model_inspection", "input_filtering")
@@ -16,7 +18,7 @@ REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
 FLOAT_COLUMNS = ("ca", "asr", "ca_before", "asr_before", "exposed_label", "exposed_label_share",
                  "exposed_ca", "exposed_asr", "bem", "target", "asr_prior_matched")
 OPTIONAL_COLUMNS = (
-    "defense_label",
+    "defense_label", "exposure_label",
     "exposure", "seed", "asr", "cell_key", "cache_key", "exposure_key", "config_hash", "exposed_label",
     "exposed_label_share", "exposed_ca", "exposed_asr", "bem", "target", "ca_before", "asr_before",
     "defense_info", "defense_category", "defense_uses_exposure", "exposure_trace", "timings", "hardware", "provenance",
@@ -64,6 +66,7 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     for col in OPTIONAL_COLUMNS:
         if col not in df.columns:
             df[col] = None
+    df = with_exposure_labels(df)
     # the same cell in several merged stores is one experiment, not several seeds: keep its last record
     repeated = df["cell_key"].map(lambda k: not is_missing(k)) & df.duplicated("cell_key", keep="last")
     df = df[~repeated]

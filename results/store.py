@@ -64,3 +64,13 @@ def load_results(*paths: str | os.PathLike) -> pd.DataFrame:
             raise FileNotFoundError(f"no results at {path}")
         rows.extend({**r, "source": str(path)} for r in read_records(path))
     return pd.DataFrame(rows)
+
+
+def with_exposure_labels(records: pd.DataFrame) -> pd.DataFrame:
+    """``records`` with each ``exposure`` replaced by its ``exposure_label`` where one is set, so that
+    two settings of one exposure method in a grid (told apart by ``label``) are shown, grouped and
+    counted apart instead of being merged like seeds. Records from before the field are unchanged."""
+    if "exposure_label" not in records or "exposure" not in records:
+        return records
+    labels = records["exposure_label"]
+    return records.assign(exposure=labels.where(labels.notna(), records["exposure"]))

@@ -31,11 +31,19 @@ def test_valid_config_parses_specs():
     ({**BASE, "model": {"name": "vgg99"}}, "unknown models 'vgg99'"),
     ({**BASE, "attacks": []}, "at least one"),
     ({**BASE, "colour": "red"}, "colour"),
+    ({**BASE, "exposures": ["cul", {"name": "cul", "epochs": 3}]}, "'cul' listed more than once: give each"),
+    ({**BASE, "defenses": ["rp", {"name": "rp", "lr": 0.05, "label": "rp"}]}, "'rp' listed more than once"),
+    ({**BASE, "attacks": ["badnets", {"name": "badnets", "label": "b2"}]}, "'badnets' listed more than once"),
 ])
 def test_invalid_configs_name_the_problem(raw, needle):
     with pytest.raises(ConfigError) as exc:
         validate_config(raw)
     assert needle in str(exc.value)
+
+
+def test_two_settings_of_one_method_need_distinct_labels():
+    cfg = validate_config({**BASE, "exposures": [{"name": "cul", "label": "CUL-3", "epochs": 3}, "cul"]})
+    assert [(e.name, e.label) for e in cfg.exposures] == [("cul", "CUL-3"), ("cul", None)]
 
 
 def test_an_attack_can_have_its_own_seeds():

@@ -47,6 +47,17 @@ def test_exposure_detection_auroc_separates_clean_from_backdoored():
     assert exposure_detection_auroc(pd.DataFrame(rows[:3])) == {"cul": None}
 
 
+def test_grid_statistics_keep_labelled_exposure_settings_apart():
+    import pandas as pd
+
+    from benchmark.summary import grid_statistics
+
+    rows = [{"attack": a, "exposure": "cul", "exposure_label": label, "cache_key": key, "exposed_label_share": share}
+            for label, shares in (("cul", (0.9, 0.5)), ("cul-3ep", (0.4, 0.6)))
+            for (a, key), share in zip((("badnets", "a"), ("none", "c")), shares)]
+    assert grid_statistics(pd.DataFrame(rows))["exposure_detection_auroc"] == {"cul": 1.0, "cul-3ep": 0.0}
+
+
 def _binary_logits(margins):
     return np.stack([np.zeros(len(margins)), np.asarray(margins, float)], axis=1)
 

@@ -101,6 +101,21 @@ def test_exposure_table_dedupes_across_defenses(records: pd.DataFrame) -> None:
     assert exp.iloc[0]["exposed_ca"] == pytest.approx(90.0)
 
 
+def test_two_labelled_settings_of_one_exposure_stay_apart() -> None:
+    """Records of `{name: cul, label: ...}` entries are shown and grouped under their labels, not
+    merged like seeds of one method; records without ``exposure_label`` keep the method name."""
+    rows = [_row("badnets", None, "none", 0.91, 0.99),
+            _row("badnets", "cul", "rp", 0.90, 0.02, exposure_label="cul", exposed_ca=0.10),
+            _row("badnets", "cul", "rp", 0.70, 0.90, exposure_label="cul-2ep", exposed_ca=0.45,
+                 cell_key="badnets-rp-2ep")]
+    df = tables.normalize(pd.DataFrame(rows))
+    agg = tables.aggregate(df).set_index("method")
+    assert agg.loc["CUL+RP", "n"] == 1 and agg.loc["CUL-2EP+RP", "asr"] == pytest.approx(90.0)
+    exp = tables.exposure_table(df).set_index("exposure")
+    assert exp.loc["CUL-2EP", "exposed_ca"] == pytest.approx(45.0)
+    assert exp.loc["CUL", "exposed_ca"] == pytest.approx(10.0)
+
+
 def test_context_formatting(records: pd.DataFrame) -> None:
     (section,) = build_context(records)["sections"]
     assert section["notes"] == ["JPEG-re-encoded CIFAR-10"]
