@@ -101,7 +101,9 @@ class DefenseResult:
       (e.g. a recovered trigger mask and pattern, HWC float in [0, 1], saved next to the results);
     * input filtering: ``input_scorer``, a function from uint8 NHWC images to one suspicion
       score per image (higher = more likely triggered), each image scored independently. The
-      harness scores clean and triggered test inputs with it and computes the AUROC.
+      harness scores clean and triggered test inputs with it and computes the AUROC. With
+      ``input_threshold`` (the filter's own decision: flag scores above it, fixed from ``D_d``) it
+      also reports FRR and FAR.
 
     ``alternatives`` (optional, any removal method that picks one model out of a family, e.g. one
     pruned model per threshold): (label, build) pairs. After the method has returned, the harness
@@ -113,6 +115,7 @@ class DefenseResult:
     fields: dict[str, Any] = field(default_factory=dict)
     images: dict[str, np.ndarray] = field(default_factory=dict)
     input_scorer: Callable[[np.ndarray], np.ndarray] | None = None
+    input_threshold: float | None = None
     alternatives: list[tuple[dict[str, Any], Callable[[], nn.Module]]] = field(default_factory=list)
 
 

@@ -81,3 +81,18 @@ def backdoor_exposure_metric(asr: list[float], ca: list[float]) -> float:
 def prediction_shares(predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Fraction of samples predicted as each class."""
     return np.bincount(np.asarray(predictions), minlength=num_classes)[:num_classes] / max(len(predictions), 1)
+
+
+def input_filter_metrics(clean: np.ndarray, triggered: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """An input filter's suspicion scores on clean and triggered inputs → ``auroc`` (triggered =
+    positives); with the filter's own decision threshold (flag score > threshold, fixed from ``D_d``)
+    also ``frr`` (share of clean inputs flagged) and ``far`` (share of triggered inputs let through)."""
+    from sklearn.metrics import roc_auc_score
+
+    clean, triggered = np.asarray(clean, float), np.asarray(triggered, float)
+    labels = np.r_[np.zeros(len(clean)), np.ones(len(triggered))]
+    out = {"auroc": float(roc_auc_score(labels, np.r_[clean, triggered]))}
+    if threshold is not None:
+        out.update(frr=float(np.mean(clean > threshold)), far=float(np.mean(triggered <= threshold)))
+    return out
+

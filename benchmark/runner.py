@@ -25,7 +25,7 @@ from benchmark.cache import ArtifactCache, key_stable, stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_method
 from benchmark.dag import Executor, LocalExecutor, Stage
 from benchmark.methods import DefenseData, ExposureResult, MethodContext
-from benchmark.metrics import backdoor_exposure_metric, cell_metrics
+from benchmark.metrics import backdoor_exposure_metric, cell_metrics, input_filter_metrics
 from benchmark.provenance import provenance
 from benchmark.summary import grid_statistics
 from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
@@ -166,19 +166,15 @@ class GridRun:
         triggered = None if attack.is_clean else predict_logits(model, px, self.device).numpy()
         return cell_metrics(predict_logits(model, x, self.device).numpy(), y, triggered, py, attack.target)
 
-    def input_detection_auroc(self, scorer, attack: ImageAttack) -> float:
-        """AUROC of an input filter: triggered non-target test inputs (positives) vs clean test inputs.
+    def input_filter_scores(self, scorer, attack: ImageAttack) -> tuple[np.ndarray, np.ndarray]:
+        """An input filter's scores of clean and of triggered non-target test inputs.
 
-        Uses ``detection_eval_size`` of each, drawn from the evaluated test subset; the labels
-        are used here only, never by the defense.
+        Uses ``detection_eval_size`` of each, drawn from the evaluated test subset; which input is
+        which is known here only, never by the defense.
         """
-        from sklearn.metrics import roc_auc_score
-
         x, _, px, _ = self._test_sets(attack)
         n = self.cfg.detection_eval_size
-        clean, triggered = np.asarray(scorer(x[:n]), float), np.asarray(scorer(px[:n]), float)
-        labels = np.r_[np.zeros(len(clean)), np.ones(len(triggered))]
-        return float(roc_auc_score(labels, np.r_[clean, triggered]))
+        return np.asarray(scorer(x[:n]), float), np.asarray(scorer(px[:n]), float)
 
     def diagnostic_sweep(self, alternatives: list, attack: Any) -> list[dict[str, Any]]:
         """Test CA/ASR of every alternative a method chose among, on the ``trace_eval_size`` prefix of
@@ -391,7 +387,8 @@ class GridRun:
         metrics = dict(before) if out.model is None else self.evaluate(out.model, attack)
         fields = dict(out.fields)
         if out.input_scorer is not None and not attack.is_clean:
-            fields[f"{dfn.name}_auroc"] = self.input_detection_auroc(out.input_scorer, attack)
+            scores = self.input_filter_scores(out.input_scorer, attack)
+            fields.update({f"{dfn.name}_{k}": v for k, v in input_filter_metrics(*scores, out.input_threshold).items()})
         if out.images:
             fields["images"] = self._save_images(key, out.images)
         timings = {"train": model_art.meta["train_seconds"], "defend": defend_seconds,

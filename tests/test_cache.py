@@ -87,7 +87,7 @@ def test_a_trigger_file_enters_the_key_by_content_not_by_path(run_for, tmp_path)
 @pytest.mark.parametrize("kind,name,field,on", [
     ("exposure", "cul_text", "group_by_length", True), ("cell", "ft_text", "group_by_length", True),
     ("cell", "rp_text", "group_by_length", True), ("cell", "rp", "prune_bias", True),
-    ("cell", "rp_text", "prune_bias", True), ("cell", "anp", "fraction", 0.1)])
+    ("cell", "rp_text", "prune_bias", True), ("cell", "anp", "fraction", 0.1), ("cell", "strip", "decision_frr", 0.01)])
 def test_later_method_fields_enter_keys_only_when_changed(run_for, kind, name, field, on):
     """A method parameter added later keeps old keys at its "as before" value."""
     run = run_for(RAW)

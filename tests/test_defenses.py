@@ -6,6 +6,7 @@ prototypes (so reaching any other class needs a large change of the whole image)
 """
 
 import math
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from benchmark.defenses.rp import RecoverPruning
 from benchmark.defenses.strip import Strip
 from benchmark.exposures.pruning import prune_units
 from benchmark.methods import DefenseData, ExposureResult, MethodContext
+from benchmark.metrics import input_filter_metrics
 from benchmark.models.resnet_cifar import resnet18_narrow
 from benchmark.registries import DEFENSES
 from benchmark.summary import grid_statistics, label_detection_auroc, model_detection_auroc
@@ -152,6 +154,30 @@ def test_strip_gives_triggered_inputs_lower_entropy(toy, ctx, cifar):
     # AUROC of triggered vs clean (< 1: a few clean CIFAR images have a bright corner themselves)
     assert np.mean(s_trig[:, None] > s_clean[None, :]) > 0.85
     assert np.median(s_trig) > -1 > np.median(s_clean)
+
+
+def test_strip_decision_threshold_comes_from_a_normal_fit_to_defense_data(toy, ctx, cifar):
+    out = Strip(n_overlays=20, decision_frr=0.05).defend(toy, None, ctx)
+    dd_entropy = -out.input_scorer(ctx.data.images)
+    expected = statistics.NormalDist(dd_entropy.mean(), dd_entropy.std()).inv_cdf(0.05)
+    assert out.fields["strip_entropy_threshold"] == pytest.approx(expected, abs=1e-5)
+    assert out.input_threshold == pytest.approx(-expected, abs=1e-5)
+    clean = cifar.test.images[:40]
+    s_clean, s_trig = out.input_scorer(clean), out.input_scorer(stamp(clean))
+    metrics = input_filter_metrics(s_clean, s_trig, out.input_threshold)
+    assert metrics["frr"] == np.mean(-s_clean < expected) and metrics["far"] == np.mean(-s_trig >= expected)
+    stricter = Strip(n_overlays=20, decision_frr=0.01).defend(toy, None, ctx)
+    assert stricter.fields["strip_entropy_threshold"] < expected  # a lower FRR target flags less
+    assert Strip(n_overlays=20).defend(toy, None, ctx).input_threshold is None  # off by default
+    with pytest.raises(ValueError, match="decision_frr"):
+        Strip(decision_frr=1.0)
+
+
+def test_input_filter_metrics_count_flags_above_the_threshold():
+    clean, triggered = np.array([0.1, 0.2, 0.9, 0.4]), np.array([0.8, 0.3, 0.95])
+    assert input_filter_metrics(clean, triggered, 0.5) == {"auroc": pytest.approx(9 / 12), "frr": 0.25,
+                                                          "far": pytest.approx(1 / 3)}
+    assert set(input_filter_metrics(clean, triggered)) == {"auroc"}
 
 
 def test_strip_scores_each_input_independently_and_excludes_itself(toy, ctx, cifar):

@@ -7,7 +7,14 @@ H(x) = −Σ_n Σ_c p_c log₂ p_c. Score = −H (low entropy = suspicious; orie
 §9 row 31). The overlays of an input are drawn from a generator seeded by the run seed and a hash
 of the input's pixels, so a score never depends on which other inputs share its batch. X+STRIP
 scores with θ_b; overlays are unchanged. The model is never modified (``model=None``).
-Cost: N forward passes per scored input (the harness scores 2 × ``detection_eval_size`` inputs).
+
+Optional decision (STRIP-orig; reference §6.2-7), off by default: with ``decision_frr`` (e.g. 0.01)
+every ``D_d`` input is scored the same way (its overlays from the rest of ``D_d``), a normal
+distribution is fitted to those entropies, and its ``decision_frr`` quantile is the threshold: an
+input is flagged when H < threshold. The harness then also reports ``strip_frr`` (clean test inputs
+flagged) and ``strip_far`` (triggered ones let through).
+Cost: N forward passes per scored input (the harness scores 2 × ``detection_eval_size`` inputs, the
+decision |D_d| more).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import statistics
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,15 +48,33 @@ class Strip(Defense):
     forward_batch: ClassVar[int] = 4000
 
     n_overlays: int = 100
+    decision_frr: float | None = None  # e.g. 0.01: flag H below this quantile of a normal fit to D_d's H
+
+    def __post_init__(self) -> None:
+        if self.decision_frr is not None and not 0.0 < self.decision_frr < 1.0:
+            raise ValueError(f"strip: decision_frr must be in (0, 1), got {self.decision_frr}")
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         if not 0 < self.n_overlays < len(ctx.data):
             raise ValueError(f"strip: n_overlays must be in [1, {len(ctx.data) - 1}] for |D_d| = {len(ctx.data)}")
         net = copy.deepcopy(exposed.model if exposed is not None else model).to(ctx.device).eval()
         batch = self.cpu_forward_batch if str(ctx.device) == "cpu" else self.forward_batch
+        scorer = _Scorer(net, ctx, self.n_overlays, batch)
         fields = {"strip_model": "theta_b" if exposed is not None else "theta", "strip_overlays": self.n_overlays,
                   "strip_forward_passes_per_input": self.n_overlays}
-        return DefenseResult(None, fields, input_scorer=_Scorer(net, ctx, self.n_overlays, batch))
+        threshold = None
+        if self.decision_frr is not None:
+            entropy = self.decision_entropy(scorer(ctx.data.images))
+            fields.update(strip_decision_frr=self.decision_frr, strip_entropy_threshold=round(entropy, 6))
+            threshold = -entropy  # scores are −H: flagged when −H > −threshold
+        return DefenseResult(None, fields, input_scorer=scorer, input_threshold=threshold)
+
+    def decision_entropy(self, dd_scores: np.ndarray) -> float:
+        """The ``decision_frr`` quantile of a normal fitted (maximum likelihood) to the D_d entropies."""
+        entropy = -np.asarray(dd_scores, float)
+        if entropy.std() == 0:  # a degenerate fit: flag only what is below every D_d input
+            return float(entropy.mean())
+        return float(statistics.NormalDist(entropy.mean(), entropy.std()).inv_cdf(self.decision_frr))
 
 
 class _Scorer:

@@ -149,13 +149,10 @@ class TextGridRun(GridRun):
         return text_metrics(model, clean, None if attack.is_clean else poisoned, attack.target, self.device,
                             negatives)
 
-    def input_detection_auroc(self, scorer, attack: TextAttack) -> float:
-        from sklearn.metrics import roc_auc_score
-
+    def input_filter_scores(self, scorer, attack: TextAttack) -> tuple[np.ndarray, np.ndarray]:
         (texts, _), (ptexts, _), _ = self._test_sets(attack)
         n = self.cfg.detection_eval_size
-        clean, triggered = np.asarray(scorer(texts[:n]), float), np.asarray(scorer(ptexts[:n]), float)
-        return float(roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(triggered))], np.r_[clean, triggered]))
+        return np.asarray(scorer(texts[:n]), float), np.asarray(scorer(ptexts[:n]), float)
 
     def setting_notes(self, attack: TextAttack) -> list[str]:
         """The victim that produced the numbers, then every deviation from the paper's text setting."""
