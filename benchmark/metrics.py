@@ -95,4 +95,3 @@ def input_filter_metrics(clean: np.ndarray, triggered: np.ndarray, threshold: fl
     if threshold is not None:
         out.update(frr=float(np.mean(clean > threshold)), far=float(np.mean(triggered <= threshold)))
     return out
-
