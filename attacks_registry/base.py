@@ -67,6 +67,15 @@ class ImageAttack(ABC):
         """Every parameter, defaults included (they all enter the cache key); not derived state."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def key_params(self) -> dict[str, Any]:
+        """:meth:`params` as they enter the cache key: a set ``trigger_file`` path is dropped when the
+        attack reports its ``trigger_sha256``, so the same file kept in different places shares one
+        cached model. (An unset path stays, keeping earlier keys valid.)"""
+        params = self.params()
+        if params.get("trigger_file") is None or params.get("trigger_sha256") is None:
+            return params
+        return {k: v for k, v in params.items() if k != "trigger_file"}
+
     def rng(self, seed: int) -> np.random.Generator:
         """A generator seeded from the run seed and the attack's name, independent of call order."""
         return np.random.default_rng([seed, zlib.crc32(self.name.encode())])

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from attacks_registry.base import AttackContext, ImageAttack
-from attacks_registry.image.common import key_params
 from benchmark.cache import ArtifactCache, key_stable, stable_hash
 from benchmark.config import GridConfig, MethodSpec, build_method
 from benchmark.dag import Executor, LocalExecutor, Stage
@@ -246,7 +245,7 @@ class GridRun:
             "dataset": key_stable({"name": self.data.name, "digest": self.data.digest,
                                    "train_subset": ds.train_subset, "defense_size": ds.defense_size,
                                    "defense_in_training": ds.defense_in_training}),
-            "attack": {"name": spec.name, "version": attack.version, "params": key_params(attack.params())},
+            "attack": {"name": spec.name, "version": attack.version, "params": attack.key_params()},
             "model": {"name": self.cfg.model.name, "params": self.cfg.model.params},
             "recipe": key_stable(asdict(self.recipe)), "seed": seed,
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -37,15 +37,6 @@ def file_digest(path: str | Path | None) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def key_params(params: dict[str, Any]) -> dict[str, Any]:
-    """An attack's ``params()`` as they enter the cache key: a set ``trigger_file`` path is dropped,
-    since its ``trigger_sha256`` stands for it, so users who keep the same file in different places
-    share one cached model. (An unset path stays, keeping earlier keys valid.)"""
-    if params.get("trigger_file") is None or params.get("trigger_sha256") is None:
-        return params
-    return {k: v for k, v in params.items() if k != "trigger_file"}
 
 
 def require_file(path: str, attack: str) -> Path:

@@ -86,6 +86,11 @@ class TextAttack(ABC):
     def params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
+    def key_params(self) -> dict[str, Any]:
+        """:meth:`params` as they enter the cache key: all of them (the text harness adds the digests
+        of :meth:`trigger_files` itself)."""
+        return self.params()
+
     def rng(self, seed: int, salt: str = "train") -> np.random.Generator:
         """Seeded from the run seed, the attack's name and a purpose, independent of call order."""
         return np.random.default_rng([seed, zlib.crc32(self.name.encode()), zlib.crc32(salt.encode())])

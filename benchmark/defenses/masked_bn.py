@@ -64,8 +64,9 @@ def selected_count(selection: Selection) -> int:
 def threshold_alternatives(masks: list[torch.Tensor],
                            prune_units: PruneUnits) -> list[tuple[dict, Callable[[], nn.Module]]]:
     """The pruned model at every diagnostic threshold, built lazily."""
-    return [({"t": t, "pruned": selected_count(at_most(masks, t))}, lambda t=t: prune_units(at_most(masks, t)))
-            for t in DIAGNOSTIC_THRESHOLDS]
+    selections = [(t, at_most(masks, t)) for t in DIAGNOSTIC_THRESHOLDS]
+    return [({"t": t, "pruned": selected_count(units)}, lambda units=units: prune_units(units))
+            for t, units in selections]
 
 
 def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
@@ -87,14 +88,19 @@ def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
 
 def choose_units(masks: list[torch.Tensor], selection: str, threshold: float, fraction: float,
                  select_threshold: Callable[[], tuple[float | None, list[dict]]],
-                 prefix: str) -> tuple[Selection | None, dict]:
+                 prefix: str, paper_range_low: float | None = None) -> tuple[Selection | None, dict]:
     """The units to prune under a method's ``selection`` mode, and the fields that record the choice:
-    ``dd_rule`` (``select_threshold()``, the D_d rule), ``threshold`` (fixed t) or ``fraction``."""
+    ``dd_rule`` (``select_threshold()``, the D_d rule), ``threshold`` (fixed t) or ``fraction``. With
+    ``paper_range_low`` (RP: 0.4), a threshold below it is flagged ``<prefix>_threshold_below_paper_range``."""
     if selection == "fraction":
         return lowest_fraction(masks, fraction), {f"{prefix}_fraction": fraction}
     t, sweep = (threshold, []) if selection == "threshold" else select_threshold()
     fields: dict = {f"{prefix}_threshold": t, f"{prefix}_sweep": sweep}
-    return (None if t is None else at_most(masks, t)), fields
+    if t is None:
+        return None, fields
+    if paper_range_low is not None:
+        fields[f"{prefix}_threshold_below_paper_range"] = t < paper_range_low
+    return at_most(masks, t), fields
 
 
 def pruning_result(model: nn.Module, masks: list[torch.Tensor], selection: Selection | None, fields: dict,

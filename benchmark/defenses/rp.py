@@ -31,6 +31,10 @@ from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
 
 
+#: the paper's "consistently working" thresholds start here (App. B: [0.4, 0.7]); lower ones are flagged
+PAPER_RANGE_LOW = 0.4
+
+
 @DEFENSES.register("rp")
 @dataclass
 class RecoverPruning(Defense):
@@ -61,9 +65,7 @@ class RecoverPruning(Defense):
         select_ctx = copy.copy(ctx)
         select_ctx.data = select_data
         chosen, fields = choose_units(masks, self.selection, self.threshold, self.fraction,
-                                      lambda: self.select_threshold(model, masks, select_ctx), "rp")
-        if fields.get("rp_threshold") is not None:
-            fields["rp_threshold_below_paper_range"] = fields["rp_threshold"] < 0.4
+                                      lambda: self.select_threshold(model, masks, select_ctx), "rp", PAPER_RANGE_LOW)
         return pruning_result(model, masks, chosen, fields, "rp", lambda units: prune(model, units, self.prune_bias))
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:

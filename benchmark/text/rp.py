@@ -20,6 +20,7 @@ from torch import nn
 
 from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, Selection, check_selection, choose_units, dd_rule,
                                           pruning_result, split_holdout)
+from benchmark.defenses.rp import PAPER_RANGE_LOW
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
@@ -47,9 +48,8 @@ class TextRecoverPruning(LayerNormRecovery):
         recover_data, select_data = split_holdout(data, self.select_holdout)
         masks = self.recover(exposed.model if exposed is not None else model, recover_data, ctx)
         chosen, fields = choose_units(masks, self.selection, self.threshold, self.fraction,
-                                      lambda: self.select_threshold(model, masks, select_data, ctx.device), "rp")
-        if fields.get("rp_threshold") is not None:
-            fields["rp_threshold_below_paper_range"] = fields["rp_threshold"] < 0.4
+                                      lambda: self.select_threshold(model, masks, select_data, ctx.device), "rp",
+                                      PAPER_RANGE_LOW)
         return pruning_result(model, masks, chosen, fields, "rp", self.pruner(model, masks))
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,
