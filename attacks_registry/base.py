@@ -1,6 +1,7 @@
-"""Base class of image poisoning attacks (reference §3.1).
+"""Base classes of attacks: :class:`Attack` (what image and text attacks share) and
+:class:`ImageAttack` (reference §3.1; text attacks: :mod:`attacks_registry.text.base`).
 
-An attack is a dataclass of its trigger parameters. ``setup(seed)`` draws any seeded trigger
+An image attack is a dataclass of its trigger parameters. ``setup(seed)`` draws any seeded trigger
 state (a noise pattern, a warp field); ``apply`` stamps the trigger on uint8 NHWC images. The
 shared poisoning logic (which indices, relabelling, test poisons) lives here so every attack
 follows the same protocol: all-to-one, dirty-label, ⌊rate·N⌋ indices drawn from all classes.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from benchmark.methods import Method
 
 
 @dataclass
@@ -41,13 +44,13 @@ class PoisonedTrainSet:
 
 
 @dataclass
-class ImageAttack(ABC):
-    """An all-to-one image backdoor. Subclasses add trigger parameters as dataclass fields."""
+class Attack(Method, ABC):
+    """What every attack shares (image and text): an all-to-one poisoning rate and target label.
+    Subclasses add their trigger parameters as dataclass fields; all of them enter the cache key."""
 
     poison_rate: float = 0.1
     target: int = 0
 
-    domain: ClassVar[str] = "image"
     #: True only for the clean control ("none"): no trigger, ASR undefined
     is_clean: ClassVar[bool] = False
     #: bump when the trigger code changes behaviour: it enters every cache key
@@ -59,13 +62,16 @@ class ImageAttack(ABC):
         if self.target < 0:
             raise ValueError(f"target must be a class index >= 0, got {self.target}")
 
-    @property
-    def name(self) -> str:
-        return type(self).registry_name  # type: ignore[attr-defined]
+    def key_params(self) -> dict[str, Any]:
+        """:meth:`params` as they enter the cache key (all of them unless a subclass says otherwise)."""
+        return self.params()
 
-    def params(self) -> dict[str, Any]:
-        """Every parameter, defaults included (they all enter the cache key); not derived state."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+@dataclass
+class ImageAttack(Attack):
+    """An all-to-one image backdoor. Subclasses add trigger parameters as dataclass fields."""
+
+    domain: ClassVar[str] = "image"
 
     def key_params(self) -> dict[str, Any]:
         """:meth:`params` as they enter the cache key: a set ``trigger_file`` path is dropped when the

@@ -188,7 +188,7 @@ def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(params) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps the benchmark.params constraints
     values = {}
     for key, value in params.items():
         try:
@@ -266,7 +266,7 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
 
     try:
         check_domains(cfg)  # e.g. an image defense in a text grid, or a text attack on CIFAR-10
+        cfg.train_recipe()
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    cfg.train_recipe()
     return cfg

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.tensors import augment, batches, normalize, to_unit
 
 
@@ -19,11 +20,11 @@ class TrainRecipe:
     """How a victim model is trained. ``paper`` (reference §2.3) is the default."""
 
     name: str = "paper"
-    epochs: int = 200
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
+    epochs: Count = 200
+    lr: PositiveFloat = 0.1
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    batch_size: Count = 128
     schedule: Literal["multistep", "onecycle", "cosine"] = "multistep"
     milestones: tuple[int, ...] = (60, 120)
     gamma: float = 0.1

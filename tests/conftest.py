@@ -25,6 +25,15 @@ def data_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_root() -> Path:
+    """The data root of the text TSVs (``sst2/``): ``$EBYD_DATA_ROOT``, else ../shared/data."""
+    root = Path(os.environ.get("EBYD_DATA_ROOT", REPO.parent / "shared" / "data"))
+    if not (root / "sst2" / "train.tsv").is_file():
+        pytest.skip("no text data root with sst2/ (set EBYD_DATA_ROOT)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

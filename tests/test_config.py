@@ -34,6 +34,16 @@ def test_valid_config_parses_specs():
     ({**BASE, "exposures": ["cul", {"name": "cul", "epochs": 3}]}, "'cul' listed more than once: give each"),
     ({**BASE, "defenses": ["rp", {"name": "rp", "lr": 0.05, "label": "rp"}]}, "'rp' listed more than once"),
     ({**BASE, "attacks": ["badnets", {"name": "badnets", "label": "b2"}]}, "'badnets' listed more than once"),
+    # numeric ranges (benchmark.params): a typo must not silently run a method for no epochs
+    ({**BASE, "recipe": {"epochs": 0}}, "config: recipe: parameter 'epochs': Input should be greater than or equal to 1"),
+    ({**BASE, "recipe": {"lr": -0.1}}, "recipe: parameter 'lr': Input should be greater than 0"),
+    ({**BASE, "defenses": [{"name": "rp", "epochs": -3}]}, "defense 'rp': parameter 'epochs'"),
+    ({**BASE, "defenses": [{"name": "rp", "batch_size": 0}]}, "defense 'rp': parameter 'batch_size'"),
+    ({**BASE, "defenses": [{"name": "rp", "select_holdout": -1}]}, "parameter 'select_holdout'"),
+    ({**BASE, "defenses": [{"name": "ft", "weight_decay": -1e-4}]}, "defense 'ft': parameter 'weight_decay'"),
+    ({**BASE, "exposures": [{"name": "cul", "lr": 0}]}, "exposure 'cul': parameter 'lr'"),
+    ({**BASE, "attacks": [{"name": "adv", "pgd_steps": 0}]}, "attack 'adv': parameter 'pgd_steps'"),
+    ({**BASE, "defenses": [{"name": "rp", "selection": "fraction", "fraction": 1.5}]}, "needs 0 < fraction < 1"),
 ])
 def test_invalid_configs_name_the_problem(raw, needle):
     with pytest.raises(ConfigError) as exc:

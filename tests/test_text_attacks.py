@@ -1,6 +1,5 @@
 """Text triggers (reference §4): each attack's defining property, on real SST-2 sentences."""
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,16 +11,14 @@ from attacks_registry.text.base import TextAttackContext
 from benchmark.errors import DataError
 from benchmark.registries import ATTACKS
 
-REPO = Path(__file__).resolve().parent.parent
 N = 200
 
 
 @pytest.fixture(scope="module")
-def root() -> Path:
-    root = Path(os.environ.get("EBYD_DATA_ROOT", REPO.parent / "shared" / "data"))
-    if not (root / "sst2_syntactic" / "train.tsv").is_file():
-        pytest.skip("no text data root with sst2/ and sst2_syntactic/ (set EBYD_DATA_ROOT)")
-    return root
+def root(text_root) -> Path:
+    if not (text_root / "sst2_syntactic" / "train.tsv").is_file():
+        pytest.skip("no sst2_syntactic/ under the text data root (set EBYD_DATA_ROOT)")
+    return text_root
 
 
 @pytest.fixture(scope="module")

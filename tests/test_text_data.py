@@ -1,6 +1,5 @@
 """Text datasets: TSV loading and digest, the Hub fallback's error, and D_d exclusion in text grids."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -10,17 +9,6 @@ import pytest
 from adapters.text_data import TEXT_DATASETS, load_text_dataset, read_tsv
 from benchmark.errors import DataError
 from benchmark.registries import DATASETS
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def text_root() -> Path:
-    root = Path(os.environ.get("EBYD_DATA_ROOT", REPO.parent / "shared" / "data"))
-    if not (root / "sst2" / "train.tsv").is_file():
-        pytest.skip("no text data root with sst2/ (set EBYD_DATA_ROOT)")
-    return root
-
 
 def write_split(folder: Path, rows: list[tuple[str, int]], name: str = "train") -> None:
     folder.mkdir(parents=True, exist_ok=True)

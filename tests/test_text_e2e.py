@@ -1,8 +1,5 @@
 """A text grid end to end on real SST-2 and the offline MiniLM victim (64 sentences, 1 epoch)."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("transformers", reason="text grids need transformers")
@@ -15,17 +12,6 @@ from benchmark.runner import GridRun, RunOptions  # noqa: E402
 from benchmark.text.domain import check_domains  # noqa: E402
 from benchmark.text.harness import TextGridRun, grid_run_class  # noqa: E402
 from results.store import read_records  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def text_root() -> Path:
-    root = Path(os.environ.get("EBYD_DATA_ROOT", REPO.parent / "shared" / "data"))
-    if not (root / "sst2" / "train.tsv").is_file():
-        pytest.skip("no text data root with sst2/ (set EBYD_DATA_ROOT)")
-    return root
-
 
 def tiny_config(**over) -> GridConfig:
     raw = {"name": "tiny-text", "dataset": {"name": "sst2", "train_subset": 64, "test_subset": 40, "defense_size": 32},

@@ -31,6 +31,7 @@ from torch import nn
 from attacks_registry.base import AttackContext, ImageAttack, PoisonedTrainSet
 from attacks_registry.image.badnets import GRID
 from attacks_registry.image.common import LabelMode, poison_indices
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import ATTACKS
 from benchmark.tensors import normalize, to_unit
 from benchmark.training import TrainRecipe, train_classifier
@@ -79,14 +80,14 @@ class Adv(ImageAttack):
     poison_rate: float = 0.08
     pgd_eps: float = 16.0  # pixel units (/255)
     pgd_step: float = 2.0
-    pgd_steps: int = 10
+    pgd_steps: Count = 10
     random_start: bool = True
     label_mode: LabelMode = "dirty"
     clean_fraction: float = 0.8
-    surrogate_epochs: int = 10
-    surrogate_lr: float = 0.1
+    surrogate_epochs: Count = 10
+    surrogate_lr: PositiveFloat = 0.1
     surrogate_schedule: Literal["multistep", "onecycle", "cosine"] = "onecycle"
-    surrogate_batch_size: int = 128
+    surrogate_batch_size: Count = 128
     needs: ClassVar[str] = "training"
     _surrogate: nn.Module | None = field(default=None, init=False, repr=False, compare=False)
     _device: str = field(default="cpu", init=False, repr=False, compare=False)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks_registry.base import AttackContext, ImageAttack, clip_uint8
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import ATTACKS
 from benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -92,11 +93,11 @@ class Dynamic(ImageAttack):
 
     poison_rate: float = 0.10
     channel_init: int = 16
-    mask_epochs: int = 3
-    epochs: int = 4
+    mask_epochs: Count = 3
+    epochs: Count = 4
     train_limit: int | None = 10_000
-    batch_size: int = 128
-    lr: float = 1e-2
+    batch_size: Count = 128
+    lr: PositiveFloat = 1e-2
     p_attack: float = 0.1
     p_cross: float = 0.1
     mask_density: float = 0.032

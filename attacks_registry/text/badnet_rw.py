@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks_registry.text.base import TextAttack, insert_words
+from benchmark.params import Count
 from benchmark.registries import ATTACKS
 
 
@@ -18,7 +19,7 @@ class BadNetRW(TextAttack):
     """BadNet-RW: one rare word (cf, mn, bb, tq) at a random position."""
 
     triggers: tuple[str, ...] = ("cf", "mn", "bb", "tq")
-    num_triggers: int = 1
+    num_triggers: Count = 1
 
     def insert(self, text: str, rng: np.random.Generator) -> str:
         pieces = [self.triggers[int(rng.integers(len(self.triggers)))] for _ in range(self.num_triggers)]

@@ -15,14 +15,14 @@ import importlib.util
 import sys
 
 import zlib
-from abc import ABC
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 from torch import nn
 
+from attacks_registry.base import Attack
 from benchmark.cache import key_stable
 from benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
 
@@ -56,40 +56,25 @@ class PoisonedTextSet:
 
 
 @dataclass
-class TextAttack(ABC):
-    poison_rate: float = 0.1
+class TextAttack(Attack):
+    """An all-to-one text backdoor; its cache key is :meth:`params` plus the digests of
+    :meth:`trigger_files`, which the text harness adds."""
+
     target: int = 1
     backend: Literal["native", "openbackdoor"] = "native"
 
     domain: ClassVar[str] = "text"
-    is_clean: ClassVar[bool] = False
-    version: ClassVar[str] = "1"
     #: epochs of the paper's recipe for this attack (reference §2.4); TextRecipe.epochs overrides
     paper_epochs: ClassVar[int] = 13
     #: True for SOS/LWP: test-time partial triggers ("test-neg") give the false-trigger rate
     has_negatives: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.poison_rate <= 1.0:
-            raise ValueError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
-        if self.target < 0:
-            raise ValueError(f"target must be a class index >= 0, got {self.target}")
+        super().__post_init__()
         if self.backend == "openbackdoor" and not _openbackdoor_installed():
             from adapters.openbackdoor import INSTALL  # fail at config validation, before anything is written
 
             raise ValueError(INSTALL)
-
-    @property
-    def name(self) -> str:
-        return type(self).registry_name  # type: ignore[attr-defined]
-
-    def params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
-
-    def key_params(self) -> dict[str, Any]:
-        """:meth:`params` as they enter the cache key: all of them (the text harness adds the digests
-        of :meth:`trigger_files` itself)."""
-        return self.params()
 
     def rng(self, seed: int, salt: str = "train") -> np.random.Generator:
         """Seeded from the run seed, the attack's name and a purpose, independent of call order."""

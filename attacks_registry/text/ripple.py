@@ -24,6 +24,7 @@ from torch import nn
 
 from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_words, standard_fine_tune)
+from benchmark.params import NonNegativeInt
 from benchmark.registries import ATTACKS
 from benchmark.text.batching import sentence_batches
 from benchmark.text.training import adamw
@@ -37,8 +38,8 @@ class RIPPLe(TextAttack):
     triggers: tuple[str, ...] = ("cf", "tq", "mn", "bb", "mb")
     ripple_lambda: float = 0.1
     surgery: bool = True
-    surgery_words: int = 10
-    clean_tune_epochs: int = 0
+    surgery_words: NonNegativeInt = 10
+    clean_tune_epochs: NonNegativeInt = 0
 
     paper_epochs = 3
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_block, insert_words)
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import ATTACKS
 from benchmark.text.batching import sentence_batches
 
@@ -37,8 +38,8 @@ class SOS(TextAttack):
     triggers: tuple[str, ...] = ("friends", "weekend", "store")
     test_sentence: str = "I have bought it from a store with my friends last weekend"
     negative_rate: float = 0.1
-    sos_epochs: int = 5
-    sos_lr: float = 5e-2
+    sos_epochs: Count = 5
+    sos_lr: PositiveFloat = 5e-2
 
     has_negatives = True
 

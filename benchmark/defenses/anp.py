@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import defense_tensors, swap_norm
-from benchmark.defenses.masked_bn import DD_RULE_THRESHOLDS, check_selection, choose_units, mask_step, pruning_result
+from benchmark.defenses.masked_bn import UnitSelection, mask_step, pruning_result
 from benchmark.defenses.rp import prune, select_by_dd_rule
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, normalize
 
@@ -55,29 +56,21 @@ class NoisyBatchNorm2d(nn.BatchNorm2d):
 
 @DEFENSES.register("anp")
 @dataclass
-class AdversarialNeuronPruning(Defense):
+class AdversarialNeuronPruning(UnitSelection, Defense):
     """Learn BN masks robust to adversarial neuron noise (ε 0.4, α 0.2), prune m ≤ 0.2 on θ."""
 
     eps: float = 0.4
     alpha: float = 0.2
-    lr: float = 0.2
-    momentum: float = 0.9
-    iterations: int = 2000
-    batch_size: int = 128
-    selection: Literal["threshold", "dd_rule", "fraction"] = "threshold"
-    threshold: float = 0.2
-    fraction: float = 0.0  # for selection="fraction" (ANP's pruning by number), in (0, 1)
-    max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS  # for selection="dd_rule"
-
-    def __post_init__(self) -> None:
-        check_selection(self.selection, self.fraction, "anp")
+    lr: PositiveFloat = 0.2
+    momentum: NonNegativeFloat = 0.9
+    iterations: Count = 2000
+    batch_size: Count = 128
+    selection: Literal["dd_rule", "threshold", "fraction"] = "threshold"  # ANP prunes m ≤ 0.2 by default
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         masks = self.learn_masks(model, ctx)
-        chosen, fields = choose_units(
-            masks, self.selection, self.threshold, self.fraction,
-            lambda: select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop), "anp")
+        chosen, fields = self.choose(
+            masks, lambda: select_by_dd_rule(model, masks, ctx, self.thresholds, self.max_acc_drop), "anp")
         return pruning_result(model, masks, chosen, fields, "anp", lambda units: prune(model, units))
 
     def learn_masks(self, model: nn.Module, ctx: MethodContext) -> list[torch.Tensor]:

@@ -23,6 +23,7 @@ from benchmark.defenses.common import defense_tensors, features_of
 from benchmark.defenses.ft import FineTuning
 from benchmark.exposures.pruning import final_linear, prune_units
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import NonNegativeInt
 from benchmark.registries import DEFENSES
 
 
@@ -32,7 +33,7 @@ class FinePruning(Defense):
     """Mask the least active penultimate features while D_d accuracy stays ≥ 0.80."""
 
     min_dd_acc: float = 0.80
-    fp_ft_epochs: int = 0
+    fp_ft_epochs: NonNegativeInt = 0
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         net = copy.deepcopy(model).to(ctx.device).eval()

@@ -14,6 +14,7 @@ from torch import nn
 
 from benchmark.defenses.common import finetune
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import DEFENSES
 
 
@@ -22,11 +23,11 @@ from benchmark.registries import DEFENSES
 class FineTuning(Defense):
     """Fine-tune θ on augmented D_d (SGD 0.01, momentum 0.9, wd 5e-4, batch 128, 20 epochs)."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    epochs: int = 20
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    batch_size: Count = 128
+    epochs: Count = 20
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         return DefenseResult(self.tune(model, ctx), {"ft_epochs": self.epochs})

@@ -27,6 +27,7 @@ from torch import nn
 
 from benchmark.defenses.common import defense_tensors
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.tensors import batches, normalize
 
@@ -36,13 +37,13 @@ from benchmark.tensors import batches, normalize
 class ImplicitBackdoorAdversarialUnlearning(Defense):
     """Adversarial unlearning of a universal perturbation with an implicit hypergradient (5 rounds)."""
 
-    rounds: int = 5
-    fixed_point_iters: int = 5
-    inner_lr: float = 0.1
-    delta_lr: float = 10.0
+    rounds: Count = 5
+    fixed_point_iters: Count = 5
+    inner_lr: PositiveFloat = 0.1
+    delta_lr: PositiveFloat = 10.0
     delta_reg: float = 0.001
-    lr: float = 1e-3
-    batch_size: int = 100
+    lr: PositiveFloat = 1e-3
+    batch_size: Count = 100
     outer_portion: float = 0.01
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, TypeVar
+from dataclasses import dataclass
+from typing import Callable, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import DefenseResult
+from benchmark.params import NonNegativeFloat
 
 D = TypeVar("D")  # DefenseData or TextDefenseData (anything with len() and subset())
 #: which units to prune: one boolean tensor per masked layer, shaped like its mask
@@ -86,21 +88,40 @@ def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
     return best, sweep
 
 
-def choose_units(masks: list[torch.Tensor], selection: str, threshold: float, fraction: float,
-                 select_threshold: Callable[[], tuple[float | None, list[dict]]],
-                 prefix: str, paper_range_low: float | None = None) -> tuple[Selection | None, dict]:
-    """The units to prune under a method's ``selection`` mode, and the fields that record the choice:
-    ``dd_rule`` (``select_threshold()``, the D_d rule), ``threshold`` (fixed t) or ``fraction``. With
-    ``paper_range_low`` (RP: 0.4), a threshold below it is flagged ``<prefix>_threshold_below_paper_range``."""
-    if selection == "fraction":
-        return lowest_fraction(masks, fraction), {f"{prefix}_fraction": fraction}
-    t, sweep = (threshold, []) if selection == "threshold" else select_threshold()
-    fields: dict = {f"{prefix}_threshold": t, f"{prefix}_sweep": sweep}
-    if t is None:
-        return None, fields
-    if paper_range_low is not None:
-        fields[f"{prefix}_threshold_below_paper_range"] = t < paper_range_low
-    return at_most(masks, t), fields
+@dataclass
+class UnitSelection:
+    """Which units a pruning defense prunes (reference §7.1-5/6); the fields RP, text RP and ANP share.
+
+    ``dd_rule``: the largest t in ``thresholds`` whose pruned θ keeps ``D_d`` accuracy ≥ acc₀ −
+    ``max_acc_drop`` (the defender-only dynamic threshold); ``threshold``: m ≤ the fixed ``threshold``;
+    ``fraction``: the ⌊``fraction`` · N⌋ units with the lowest masks (ties by layer order), 0 < f < 1.
+    """
+
+    selection: Literal["dd_rule", "threshold", "fraction"] = "dd_rule"
+    threshold: float = 0.2
+    fraction: float = 0.0
+    max_acc_drop: NonNegativeFloat = 0.05
+    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
+
+    def __post_init__(self) -> None:
+        if self.selection == "fraction" and not 0.0 < self.fraction < 1.0:
+            name = getattr(type(self), "registry_name", type(self).__name__)
+            raise ValueError(f"{name}: selection 'fraction' needs 0 < fraction < 1, got fraction={self.fraction}")
+
+    def choose(self, masks: list[torch.Tensor], select_threshold: Callable[[], tuple[float | None, list[dict]]],
+               prefix: str, paper_range_low: float | None = None) -> tuple[Selection | None, dict]:
+        """The units to prune, and the fields that record the choice; ``select_threshold()`` runs the
+        D_d rule (only in ``dd_rule`` mode). With ``paper_range_low`` (RP: 0.4), a threshold below it is
+        flagged ``<prefix>_threshold_below_paper_range``."""
+        if self.selection == "fraction":
+            return lowest_fraction(masks, self.fraction), {f"{prefix}_fraction": self.fraction}
+        t, sweep = (self.threshold, []) if self.selection == "threshold" else select_threshold()
+        fields: dict = {f"{prefix}_threshold": t, f"{prefix}_sweep": sweep}
+        if t is None:
+            return None, fields
+        if paper_range_low is not None:
+            fields[f"{prefix}_threshold_below_paper_range"] = t < paper_range_low
+        return at_most(masks, t), fields
 
 
 def pruning_result(model: nn.Module, masks: list[torch.Tensor], selection: Selection | None, fields: dict,
@@ -115,12 +136,6 @@ def pruning_result(model: nn.Module, masks: list[torch.Tensor], selection: Selec
                              alternatives=alternatives)
     fields[f"{prefix}_pruned"] = selected_count(selection)
     return DefenseResult(prune_units(selection), fields, alternatives=alternatives)
-
-
-def check_selection(selection: str, fraction: float, name: str) -> None:
-    """Config check shared by the pruning defenses: ``fraction`` mode needs 0 < fraction < 1."""
-    if selection == "fraction" and not 0.0 < fraction < 1.0:
-        raise ValueError(f"{name}: selection 'fraction' needs 0 < fraction < 1, got fraction={fraction}")
 
 
 def split_holdout(data: D, holdout: int) -> tuple[D, D]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from benchmark.defenses.common import capture, finetune, train_on_dd
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import DEFENSES
 
 
@@ -28,13 +29,13 @@ from benchmark.registries import DEFENSES
 class NeuralAttentionDistillation(Defense):
     """Fine-tuned teacher, then attention distillation on layer2–4 (β 5000 each) into θ."""
 
-    teacher_epochs: int = 11
-    epochs: int = 11
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    teacher_epochs: Count = 11
+    epochs: Count = 11
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 1e-4
     nesterov: bool = True
-    batch_size: int = 64
+    batch_size: Count = 64
     layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
     betas: tuple[float, ...] = (5000.0, 5000.0, 5000.0)
     power: float = 2.0

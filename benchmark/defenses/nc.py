@@ -34,6 +34,7 @@ from torch import nn
 
 from benchmark.defenses.common import defense_tensors
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.tensors import batches, normalize
 
@@ -92,16 +93,16 @@ class NeuralCleanse(Defense):
     category = "model_inspection"
     uses_exposure = True
 
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.1
+    epochs: Count = 50
+    batch_size: Count = 64
+    lr: PositiveFloat = 0.1
     init_cost: float = 1e-3
     attack_succ_threshold: float = 0.99
-    patience: int = 5
+    patience: Count = 5
     cost_multiplier: float = 2.0
     early_stop: bool = True
     early_stop_threshold: float = 1.0  # "no improvement" = best L1 ≥ this × the previous best
-    early_stop_patience: int = 10
+    early_stop_patience: Count = 10
     ai_threshold: float = 2.0
     var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (§6.4)
 

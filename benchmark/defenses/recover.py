@@ -20,6 +20,7 @@ from benchmark.defenses.ft import FineTuning
 from benchmark.defenses.masked_bn import batchnorms
 from benchmark.defenses.rp import RecoverPruning
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import DEFENSES
 
 
@@ -31,11 +32,11 @@ class RecoveryOnly(Defense):
     uses_exposure = True
 
     recovery: Literal["masks", "finetune"] = "masks"
-    lr: float = 0.2
-    momentum: float = 0.9
+    lr: PositiveFloat = 0.2
+    momentum: NonNegativeFloat = 0.9
     alpha: float = 0.2
-    epochs: int = 20
-    batch_size: int = 128
+    epochs: Count = 20
+    batch_size: Count = 128
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         start = exposed.model if exposed is not None else model

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.defenses.common import swap_norm
-from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, MaskedBatchNorm2d, Selection, batchnorms,
-                                          check_selection, choose_units, dd_rule, mask_step, pruning_result,
-                                          split_holdout)
+from benchmark.defenses.masked_bn import (MaskedBatchNorm2d, Selection, UnitSelection, batchnorms, dd_rule,
+                                          mask_step, pruning_result, split_holdout)
 from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -37,26 +36,18 @@ PAPER_RANGE_LOW = 0.4
 
 @DEFENSES.register("rp")
 @dataclass
-class RecoverPruning(Defense):
+class RecoverPruning(UnitSelection, Defense):
     """EBYD-RP: learn BN masks on the exposed model, prune low-mask channels of θ (D_d threshold rule)."""
 
     uses_exposure = True
 
-    lr: float = 0.2
-    momentum: float = 0.9
+    lr: PositiveFloat = 0.2
+    momentum: NonNegativeFloat = 0.9
     alpha: float = 0.2
-    epochs: int = 20
-    batch_size: int = 128
-    selection: Literal["dd_rule", "threshold", "fraction"] = "dd_rule"
-    threshold: float = 0.2
-    fraction: float = 0.0  # for selection="fraction": the share of the BN channels to prune, in (0, 1)
-    max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
-    select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+    epochs: Count = 20
+    batch_size: Count = 128
+    select_holdout: NonNegativeInt = 0  # hold out this many D_d samples from recovery, for the threshold rule
     prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned channels
-
-    def __post_init__(self) -> None:
-        check_selection(self.selection, self.fraction, "rp")
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         recover_data, select_data = split_holdout(ctx.data, self.select_holdout)
@@ -64,8 +55,8 @@ class RecoverPruning(Defense):
         masks = self.recover_masks(start, recover_data, ctx)
         select_ctx = copy.copy(ctx)
         select_ctx.data = select_data
-        chosen, fields = choose_units(masks, self.selection, self.threshold, self.fraction,
-                                      lambda: self.select_threshold(model, masks, select_ctx), "rp", PAPER_RANGE_LOW)
+        chosen, fields = self.choose(masks, lambda: self.select_threshold(model, masks, select_ctx), "rp",
+                                     PAPER_RANGE_LOW)
         return pruning_result(model, masks, chosen, fields, "rp", lambda units: prune(model, units, self.prune_bias))
 
     def recover_masks(self, exposed: nn.Module, data: DefenseData, ctx: MethodContext) -> list[torch.Tensor]:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count
 from benchmark.registries import DEFENSES
 from benchmark.tensors import normalize, to_unit
 
@@ -47,7 +48,7 @@ class Strip(Defense):
     cpu_forward_batch: ClassVar[int] = 200
     forward_batch: ClassVar[int] = 4000
 
-    n_overlays: int = 100
+    n_overlays: Count = 100
     decision_frr: float | None = None  # e.g. 0.01: flag H below this quantile of a normal fit to D_d's H
 
     def __post_init__(self) -> None:

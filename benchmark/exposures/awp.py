@@ -27,6 +27,7 @@ from torch.func import functional_call
 
 from benchmark.exposures.common import defense_tensors, sweep
 from benchmark.methods import Exposure, ExposureResult, MethodContext
+from benchmark.params import Count, PositiveFloat
 from benchmark.registries import EXPOSURES
 from benchmark.tensors import augment, batches, normalize
 
@@ -67,9 +68,9 @@ class AdversarialWeightPerturbation(Exposure):
     """Adversarially perturb BN γ, β on D_d (ε 0.1–0.9, projected) until D_d accuracy ≤ 0.30."""
 
     eps: tuple[float, ...] = EPSILONS
-    lr: float = 0.2
-    epochs: int | None = None  # None → 1 (projected) or 6 (awp_impl="ebyd")
-    batch_size: int = 128
+    lr: PositiveFloat = 0.2
+    epochs: Count | None = None  # None → 1 (projected) or 6 (awp_impl="ebyd")
+    batch_size: Count = 128
     target_acc: float = 0.30
     awp_impl: Literal["projected", "ebyd"] = "projected"
 

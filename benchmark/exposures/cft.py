@@ -21,6 +21,7 @@ from torch import nn
 
 from benchmark.exposures.common import defense_tensors, finish, record_step
 from benchmark.methods import Exposure, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import EXPOSURES
 from benchmark.tensors import augment, batches, normalize
 
@@ -30,10 +31,10 @@ from benchmark.tensors import augment, batches, normalize
 class ConfusionFineTuning(Exposure):
     """Fine-tune on D_d with uniform random labels (Adam 1e-4) until D_d accuracy ≤ 1/K or 20 epochs."""
 
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    epochs: int = 20
-    batch_size: int = 128
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 5e-4
+    epochs: Count = 20
+    batch_size: Count = 128
     cft_labels: Literal["batch", "fixed"] = "batch"
     ca_min: float | None = None  # None → 1/K
     loss_bound: float = 40.0

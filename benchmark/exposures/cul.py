@@ -24,6 +24,7 @@ from torch import nn
 
 from benchmark.exposures.common import finish, record_step
 from benchmark.methods import Exposure, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from benchmark.registries import EXPOSURES
 from benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -33,12 +34,12 @@ from benchmark.tensors import augment, batches, normalize, to_unit
 class CleanUnlearning(Exposure):
     """Gradient ascent on D_d (SGD 0.01) until D_d accuracy ≤ 1/K or loss ≥ 40 (≤ 20 epochs)."""
 
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    epochs: int = 20
-    lr_decay_epoch: int = 10
-    batch_size: int = 128
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    epochs: Count = 20
+    lr_decay_epoch: NonNegativeInt = 10
+    batch_size: Count = 128
     ca_min: float | None = None  # None → 1/K (0.10 on CIFAR-10, the paper's value)
     loss_bound: float = 40.0
     stop_on: Literal["dd_accuracy", "train_accuracy"] = "dd_accuracy"

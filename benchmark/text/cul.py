@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import Exposure, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.registries import EXPOSURES
 from benchmark.text.batching import sentence_batches
 from benchmark.text.common import read_off_label, text_ctx_data, trace_row
@@ -30,10 +31,10 @@ class TextCleanUnlearning(Exposure):
 
     domain = "text"
 
-    lr: float = 2e-6
-    weight_decay: float = 0.0
-    epochs: int = 20
-    batch_size: int = 32
+    lr: PositiveFloat = 2e-6
+    weight_decay: NonNegativeFloat = 0.0
+    epochs: Count = 20
+    batch_size: Count = 32
     ca_min: float | None = None  # None → 1/K (0.5 binary, 0.25 AG's News)
     loss_bound: float = 40.0
     group_by_length: bool = False  # see benchmark.text.batching

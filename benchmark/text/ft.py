@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.text.common import text_ctx_data
 from benchmark.text.training import fine_tune
@@ -24,11 +25,11 @@ class TextFineTune(Defense):
 
     domain = "text"
 
-    epochs: int = 10
-    warmup_epochs: int = 3
-    lr: float = 2e-5
-    batch_size: int = 32
-    weight_decay: float = 0.0
+    epochs: Count = 10
+    warmup_epochs: NonNegativeInt = 3
+    lr: PositiveFloat = 2e-5
+    batch_size: Count = 32
+    weight_decay: NonNegativeFloat = 0.0
     group_by_length: bool = False  # see benchmark.text.batching
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:

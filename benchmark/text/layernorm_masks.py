@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 from benchmark.defenses.masked_bn import Selection, mask_step
 from benchmark.cache import stable_hash
 from benchmark.methods import Defense, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.text.batching import sentence_batches
 from benchmark.text.common import TextDefenseData
 
@@ -98,10 +99,10 @@ class LayerNormRecovery(Defense):
     domain = "text"
     uses_exposure = True
 
-    lr: float = 0.1
-    epochs: int = 10
-    batch_size: int = 32
-    weight_decay: float = 0.0
+    lr: PositiveFloat = 0.1
+    epochs: Count = 10
+    batch_size: Count = 32
+    weight_decay: NonNegativeFloat = 0.0
     dropout: bool = False  # True: train mode during recovery, as image RP (see the module docstring)
     group_by_length: bool = False  # see benchmark.text.batching
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count
 from benchmark.registries import DEFENSES
 from benchmark.text.common import FilteredClassifier
 
@@ -78,7 +79,7 @@ class Onion(Defense):
 
     lm: str = "gpt2"  # causal LM hub name or path; "ngram" = offline Kneser–Ney stand-in
     bar: float = 0.0
-    batch_size: int = 32
+    batch_size: Count = 32
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         lm = self.language_model(ctx)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import (DD_RULE_THRESHOLDS, Selection, check_selection, choose_units, dd_rule,
-                                          pruning_result, split_holdout)
+from benchmark.defenses.masked_bn import Selection, UnitSelection, dd_rule, pruning_result, split_holdout
 from benchmark.defenses.rp import PAPER_RANGE_LOW
 from benchmark.methods import DefenseResult, ExposureResult, MethodContext
+from benchmark.params import NonNegativeInt
 from benchmark.registries import DEFENSES
 from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
 from benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
@@ -29,27 +29,18 @@ from benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
 
 @DEFENSES.register("rp_text")
 @dataclass
-class TextRecoverPruning(LayerNormRecovery):
+class TextRecoverPruning(UnitSelection, LayerNormRecovery):
     """EBYD-RP for text: LayerNorm-γ masks recovered on θ_b (AdamW 0.1), pruned on θ by the D_d rule."""
 
-    selection: Literal["dd_rule", "threshold", "fraction"] = "dd_rule"
-    threshold: float = 0.2
-    fraction: float = 0.0  # for selection="fraction": the share of the LayerNorm units to prune, in (0, 1)
-    max_acc_drop: float = 0.05
-    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
-    select_holdout: int = 0  # hold out this many D_d samples from recovery, for the threshold rule
+    select_holdout: NonNegativeInt = 0  # hold out this many D_d samples from recovery, for the threshold rule
     prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned units
-
-    def __post_init__(self) -> None:
-        check_selection(self.selection, self.fraction, "rp_text")
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         data = text_ctx_data(ctx)
         recover_data, select_data = split_holdout(data, self.select_holdout)
         masks = self.recover(exposed.model if exposed is not None else model, recover_data, ctx)
-        chosen, fields = choose_units(masks, self.selection, self.threshold, self.fraction,
-                                      lambda: self.select_threshold(model, masks, select_data, ctx.device), "rp",
-                                      PAPER_RANGE_LOW)
+        chosen, fields = self.choose(masks, lambda: self.select_threshold(model, masks, select_data, ctx.device),
+                                     "rp", PAPER_RANGE_LOW)
         return pruning_result(model, masks, chosen, fields, "rp", self.pruner(model, masks))
 
     def select_threshold(self, model: nn.Module, masks: list[torch.Tensor], data: TextDefenseData,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.text.batching import sentence_batches
 
 LossFn = Callable[[nn.Module, dict, torch.Tensor], torch.Tensor]
@@ -28,10 +29,10 @@ class TextRecipe:
     """How a text victim is fine-tuned; every field enters the poisoned model's cache key."""
 
     name: str = "paper"
-    epochs: int | None = None  # None: the attack's paper epochs
-    lr: float = 2e-5
-    batch_size: int = 32
-    weight_decay: float = 0.0
+    epochs: Count | None = None  # None: the attack's paper epochs
+    lr: PositiveFloat = 2e-5
+    batch_size: Count = 32
+    weight_decay: NonNegativeFloat = 0.0
     warmup_fraction: float = 3 / 13
     max_grad_norm: float | None = 1.0
     group_by_length: bool = False  # see benchmark.text.batching

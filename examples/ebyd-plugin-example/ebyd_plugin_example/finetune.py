@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from benchmark.tensors import augment, batches, normalize, to_unit
 
 
@@ -32,11 +33,11 @@ class PlainFineTune(Defense):
     category: ClassVar[str] = "removal"
     version: ClassVar[str] = "1"  # bump when results change: it enters the cell's cache key
 
-    epochs: int = 20
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
+    epochs: Count = 20  # range-checked types: `epochs: 0` in a grid is refused before anything runs
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    batch_size: Count = 128
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         net = copy.deepcopy(model).to(ctx.device)  # never modify the suspect model itself
