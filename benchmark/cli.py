@@ -1,7 +1,7 @@
 """``ebyd-bench`` command line.
 
     ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda] [--shard I/N]
-    ebyd-bench ls attacks|exposures|defenses|models|datasets
+    ebyd-bench ls attacks|exposures|defenses|models|datasets [NAME]
     ebyd-bench gallery --out DIR [--config CONFIG] [--data-root PATH]
     ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]
     ebyd-bench tables DIR [DIR ...] --out DIR
@@ -25,7 +25,7 @@ from pathlib import Path
 # is idle. Must be set before torch is imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from benchmark.errors import BenchmarkError  # noqa: E402
+from benchmark.errors import BenchmarkError, ConfigError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebyd-bench", description="Benchmark of backdoor defenses (Expose Before You Defend).")
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list registered methods")
     ls.add_argument("kind", choices=["attacks", "exposures", "defenses", "models", "datasets"])
+    ls.add_argument("name", nargs="?", help="show this entry in full: description and every parameter with its "
+                                            "type, allowed range and default")
 
     gallery = sub.add_parser("gallery", help="figure of clean vs triggered examples for every image attack")
     gallery.add_argument("--out", type=Path, required=True, help="output folder (PNG and PDF)")
@@ -66,10 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_ls(kind: str) -> int:
+def _cmd_ls(kind: str, name: str | None = None) -> int:
     from benchmark.registries import ALL
 
     registry = ALL[kind]
+    if name is not None:
+        from benchmark.describe import describe
+        from benchmark.registry import UnknownNameError
+
+        try:
+            print(describe(registry, name))
+        except UnknownNameError as exc:
+            raise ConfigError(exc.args[0]) from None
+        return 0
     for name in registry.names():
         obj = registry.get(name)
         doc = (obj.__doc__ or "").strip().splitlines()
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "ls":
-            return _cmd_ls(args.kind)
+            return _cmd_ls(args.kind, args.name)
         if args.command == "run":
             return _cmd_run(args)
         return args.handler(args)  # gallery, cache and the reporting subcommands

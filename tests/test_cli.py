@@ -16,6 +16,36 @@ def test_ls_lists_registered_methods(capsys):
     assert "cul" in capsys.readouterr().out
 
 
+def test_ls_name_shows_every_parameter_with_type_range_default_and_note(capsys):
+    assert main(["ls", "defenses", "rp"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rp  (builtin)  [removal]") and "{name: rp, <parameter>: <value>}" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert rows["epochs"].split() == ["epochs", "int", "≥", "1", "=", "20"]
+    assert rows["selection"].split()[-2:] == ["=", "'dd_rule'"] and "'fraction'" in rows["selection"]
+    assert "# ablation only" in rows["prune_bias"] and "float > 0" in rows["lr"]
+
+
+def test_ls_name_of_a_model_lists_only_what_a_grid_sets(capsys):
+    assert main(["ls", "models", "resnet18_narrow"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert rows == [["width", "int", "=", "16"]]  # not num_classes / norm_layer, which the harness passes
+
+
+def test_ls_unknown_name_exits_2_with_suggestions(capsys):
+    assert main(["ls", "defenses", "rpp"]) == 2
+    assert "did you mean 'rp'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["attacks", "exposures", "defenses", "models", "datasets"])
+def test_every_registered_entry_can_be_described(kind, capsys):
+    from benchmark.registries import ALL
+
+    for name in ALL[kind].names():
+        assert main(["ls", kind, name]) == 0, name
+        assert capsys.readouterr().out.startswith(f"{name}  (")
+
+
 @pytest.mark.parametrize("body, needle", [
     ("attacks: [badnet]\n", "did you mean 'badnets'"),
     ("attacks: [badnets\n", "not valid YAML"),
@@ -42,3 +72,23 @@ def test_missing_data_exits_2(tmp_path, capsys, tiny_config_path):
 def test_report_without_results_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results" in capsys.readouterr().err
+
+
+#: hyper-parameters whose out-of-range values would silently change a run (e.g. no epochs at all)
+RANGED = {"epochs": "≥ 1", "batch_size": "≥ 1", "iterations": "≥ 1", "lr": "> 0", "momentum": "≥ 0",
+          "weight_decay": "≥ 0"}
+
+
+@pytest.mark.parametrize("kind", ["attacks", "exposures", "defenses"])
+def test_every_method_range_checks_its_common_hyper_parameters(kind):
+    from benchmark.describe import parameters
+    from benchmark.registries import ALL
+    from benchmark.text.training import TextRecipe
+    from benchmark.training import TrainRecipe
+
+    entries = [(name, ALL[kind].get(name)) for name in ALL[kind].names()]
+    if kind == "defenses":
+        entries += [("TrainRecipe", TrainRecipe), ("TextRecipe", TextRecipe)]
+    unchecked = [(name, param, kind_) for name, obj in entries for param, kind_, _, _ in parameters(obj)
+                 if param in RANGED and RANGED[param] not in kind_]
+    assert not unchecked, f"use the types of benchmark.params for these: {unchecked}"

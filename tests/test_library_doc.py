@@ -9,7 +9,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "library.md"
 SCALE_LINE = re.compile(r"^TRAIN_SIZE, EPOCHS, TEST_SIZE = .*$", re.MULTILINE)
 METHODS_LINE = re.compile(r'^cul, nc, rp = .*$', re.MULTILINE)
 TINY = {SCALE_LINE: "TRAIN_SIZE, EPOCHS, TEST_SIZE = 600, 1, 200",
-        METHODS_LINE: 'cul, nc, rp = EXPOSURES.get("cul")(), DEFENSES.get("nc")(epochs=2), DEFENSES.get("rp")(epochs=2)'}
+        METHODS_LINE: 'cul, nc, rp = EXPOSURES.get("cul")(), '
+                      'DEFENSES.get("nc")(epochs=2), DEFENSES.get("rp")(epochs=2)'}
 
 
 def example_code() -> str:
