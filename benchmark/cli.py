@@ -81,12 +81,14 @@ def _cmd_ls(kind: str, name: str | None = None) -> int:
         except UnknownNameError as exc:
             raise ConfigError(exc.args[0]) from None
         return 0
+    from benchmark.describe import plain_doc
+
     for name in registry.names():
         obj = registry.get(name)
-        doc = (obj.__doc__ or "").strip().splitlines()
-        extra = f" [{obj.category}]" if kind == "defenses" else ""
+        doc = plain_doc(obj.__doc__).splitlines()
+        category = f"[{obj.category}]".ljust(20) if kind == "defenses" else ""
         domain = "any" if name == "none" else getattr(obj, "domain", "image")
-        print(f"{name:<18}{extra:<20} {domain:<6} {doc[0] if doc else ''}  ({registry.source(name)})")
+        print(f"{name:<18} {category}{domain:<6} {doc[0] if doc else ''}  ({registry.source(name)})")
     return 0
 
 

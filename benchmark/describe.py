@@ -14,6 +14,7 @@ from benchmark.registry import Registry
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$")
+_ROLE = re.compile(r":\w+:`~?([^`]+)`")  # :data:`GRID` → GRID
 
 
 #: factory arguments the harness supplies itself, never a grid
@@ -26,7 +27,7 @@ def describe(registry: Registry, name: str) -> str:
     header = f"{name}  ({registry.source(name)})"
     if getattr(obj, "category", None):
         header += f"  [{obj.category}]"
-    lines = [header, "", inspect.cleandoc(obj.__doc__ or "(no description)"), ""]
+    lines = [header, "", plain_doc(obj.__doc__) or "(no description)", ""]
     if registry.kind == "datasets":
         return "\n".join(lines + ["grid fields: dataset: {name: %s, train_subset, test_subset, defense_size} "
                                    "(see the README's grid configuration)" % name])
@@ -41,6 +42,11 @@ def describe(registry: Registry, name: str) -> str:
         text = f"  {param:<{width}}  {kind:<{type_width}}  = {default}"
         lines.append(f"{text}  # {note}" if note else text)
     return "\n".join(lines)
+
+
+def plain_doc(doc: str | None) -> str:
+    """A docstring as a terminal shows it: dedented, reST roles and double backticks removed."""
+    return _ROLE.sub(r"\1", inspect.cleandoc(doc or "")).replace("``", "")
 
 
 def parameters(obj: Any) -> list[tuple[str, str, str, str]]:

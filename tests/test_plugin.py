@@ -50,6 +50,9 @@ def test_plugin_listed_with_its_source(plugin_path: Path) -> None:
     line = next(line for line in proc.stdout.splitlines() if line.startswith("example_ft"))
     assert "[removal]" in line and "Plain fine-tuning" in line and line.endswith("(plugin:ebyd-plugin-example)")
     assert "example_ft" not in _cli(["ls", "defenses"], Path("/nonexistent")).stdout  # absent without the plug-in
+    detail = _cli(["ls", "defenses", "example_ft"], plugin_path).stdout
+    assert detail.startswith("example_ft  (plugin:ebyd-plugin-example)  [removal]")
+    assert any(line.split()[:4] == ["epochs", "int", "≥", "1"] for line in detail.splitlines())
 
 
 @pytest.mark.e2e
