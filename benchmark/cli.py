@@ -28,7 +28,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from benchmark.errors import BenchmarkError, ConfigError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ebyd-bench", description="Benchmark of backdoor defenses (Expose Before You Defend).")
+    p = argparse.ArgumentParser(prog="ebyd-bench",
+                                description="Benchmark of backdoor defenses (Expose Before You Defend).")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) an attack × exposure × defense grid")
