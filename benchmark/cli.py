@@ -1,6 +1,7 @@
 """``ebyd-bench`` command line.
 
     ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda] [--shard I/N]
+                   [--set KEY=VALUE ...] [--dry-run]
     ebyd-bench ls attacks|exposures|defenses|models|datasets [NAME]
     ebyd-bench gallery --out DIR [--config CONFIG] [--data-root PATH]
     ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
                      help="run only shard I of N (0 ≤ I < N): every N-th poisoned model and its cells; start N "
                           "runs with the same --out and cache, e.g. one per GPU or job-array task")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="change one setting of the config, e.g. --set recipe.epochs=4 --set seeds=[0,1] "
+                          "(dotted key, YAML value; repeatable; recorded in OUT/config.yaml)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the cells left to run and which models and exposures the cache already "
                           "holds; run and write nothing")
@@ -98,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import load_configs
     from benchmark.runner import RunOptions, dry_run, run_grid
 
-    configs = load_configs(args.config)  # validates every grid before anything is written
+    configs = load_configs(args.config, args.overrides)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
     for cfg in configs:
         _check_device(args.device or cfg.device)

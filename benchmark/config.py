@@ -18,11 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pydantic
 import yaml
@@ -226,8 +227,9 @@ def load_config(path: str | Path) -> GridConfig:
     return configs[0]
 
 
-def load_configs(path: str | Path) -> list[GridConfig]:
-    """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated."""
+def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[GridConfig]:
+    """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated
+    after the ``KEY=VALUE`` ``overrides`` (see :func:`apply_overrides`) are applied to it."""
     path = Path(path)
     try:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
@@ -237,10 +239,37 @@ def load_configs(path: str | Path) -> list[GridConfig]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not docs or not all(isinstance(d, dict) for d in docs):
         raise ConfigError(f"{path}: expected a mapping at the top level of every document")
-    configs = [validate_config(d, str(path)) for d in docs]
+    where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    configs = [validate_config(apply_overrides(d, overrides), where) for d in docs]
     if len({c.name for c in configs}) != len(configs):
         raise ConfigError(f"{path}: the grids of one file need distinct names")
     return configs
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of a grid's YAML mapping with ``KEY=VALUE`` settings on top (``ebyd-bench run --set``).
+
+    KEY is a dotted path (``recipe.epochs``, ``model.params.width``; missing mappings are created);
+    VALUE is read as YAML (``4``, ``[0, 1]``, ``[none, {name: rp, lr: 0.05}]``) and replaces what was
+    there. The result is validated like the file itself, and a run records it in ``OUT/config.yaml``.
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. recipe.epochs=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{'.'.join(parts[:depth + 1])}' is not a mapping")
+        node[parts[-1]] = value
+    return out
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:

@@ -61,6 +61,14 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, body, needle):
     assert not out.exists() and not cache.exists()
 
 
+def test_a_bad_override_exits_2_and_writes_nothing(tmp_path, capsys, tiny_config_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code = main(["run", str(tiny_config_path), "--out", str(out), "--cache-dir", str(cache),
+                 "--data-root", str(tmp_path), "--set", "recipe.epochs=0"])
+    assert code == 2 and "parameter 'epochs'" in capsys.readouterr().err
+    assert not out.exists() and not cache.exists()
+
+
 def test_missing_data_exits_2(tmp_path, capsys, tiny_config_path):
     out = tmp_path / "out"
     code = main(["run", str(tiny_config_path), "--out", str(out), "--cache-dir", str(tmp_path / "c"),

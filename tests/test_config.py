@@ -1,6 +1,8 @@
+import re
+
 import pytest
 
-from benchmark.config import load_config, load_configs, validate_config
+from benchmark.config import apply_overrides, load_config, load_configs, validate_config
 from benchmark.errors import ConfigError
 
 BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
@@ -95,3 +97,31 @@ def test_the_config_a_run_writes_loads_back_to_the_same_grid(tmp_path):
             copy = tmp_path / f"{cfg.name}.yaml"
             copy.write_text(_dump_yaml(cfg), encoding="utf-8")
             assert load_config(copy) == cfg, preset.name
+
+
+def test_overrides_set_nested_keys_and_replace_lists_without_touching_the_file(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: g\nattacks: [badnets]\nexposures: [cul]\ndefenses: [none, rp]\nrecipe: {epochs: 8}\n")
+    (cfg,) = load_configs(path, ["recipe.epochs=4", "model.params.width=8", "defenses=[none, {name: rp, lr: 0.05}]",
+                                 "seeds=[0, 1]"])
+    assert cfg.train_recipe().epochs == 4 and cfg.model.params == {"width": 8} and cfg.seeds == [0, 1]
+    assert [(d.name, d.params) for d in cfg.defenses] == [("none", {}), ("rp", {"lr": 0.05})]
+    assert load_config(path).train_recipe().epochs == 8  # the file itself is unchanged
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("recipe.epochs", "expected KEY=VALUE"),
+    ("recipe..epochs=3", "expected KEY=VALUE"),
+    ("seeds=[0", "not valid YAML"),
+    ("name.x=3", "'name' is not a mapping"),
+])
+def test_malformed_overrides_name_the_problem(override, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        apply_overrides({"name": "g"}, [override])
+
+
+def test_an_override_that_breaks_the_grid_is_reported_with_it(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: g\nattacks: [badnets]\n")
+    with pytest.raises(ConfigError, match=re.escape("with --set recipe.epochs=0: recipe: parameter 'epochs'")):
+        load_configs(path, ["recipe.epochs=0"])

@@ -24,15 +24,16 @@ def test_the_example_sets_its_scale_and_methods_in_one_line_each():
 
 
 @pytest.mark.e2e
-def test_the_library_example_runs(data_root, seeded_cache, monkeypatch, capsys):
+def test_the_library_example_runs_and_repeats_itself(data_root, seeded_cache, monkeypatch, capsys):
     monkeypatch.setenv("EBYD_DATA_ROOT", str(data_root))
     monkeypatch.setenv("EBYD_CACHE_DIR", str(seeded_cache))  # the decoded CIFAR-10 arrays, nothing else
     code = example_code()
     for pattern, tiny in TINY.items():
         code = pattern.sub(tiny, code)
-    exec(compile(code, str(DOC), "exec"), {"__name__": "library_example"})
-    lines = capsys.readouterr().out.splitlines()
+    runs = []
+    for _ in range(2):  # the example seeds everything it draws, so a second run prints the same
+        exec(compile(code, str(DOC), "exec"), {"__name__": "library_example"})
+        runs.append(capsys.readouterr().out.splitlines())
+    lines = runs[0]
     assert [line.split()[0] for line in lines] == ["backdoored", "CUL", "X+NC", "RP", "EBYD-RP"]
-    for line in (lines[0], lines[-1]):
-        ca, asr = float(line.split()[2]), float(line.split()[4])
-        assert 0.0 <= ca <= 1.0 and 0.0 <= asr <= 1.0
+    assert runs[1] == lines
