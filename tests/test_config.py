@@ -37,7 +37,8 @@ def test_valid_config_parses_specs():
     ({**BASE, "defenses": ["rp", {"name": "rp", "lr": 0.05, "label": "rp"}]}, "'rp' listed more than once"),
     ({**BASE, "attacks": ["badnets", {"name": "badnets", "label": "b2"}]}, "'badnets' listed more than once"),
     # numeric ranges (benchmark.params): a typo must not silently run a method for no epochs
-    ({**BASE, "recipe": {"epochs": 0}}, "config: recipe: parameter 'epochs': Input should be greater than or equal to 1"),
+    ({**BASE, "recipe": {"epochs": 0}},
+     "config: recipe: parameter 'epochs': Input should be greater than or equal to 1"),
     ({**BASE, "recipe": {"lr": -0.1}}, "recipe: parameter 'lr': Input should be greater than 0"),
     ({**BASE, "defenses": [{"name": "rp", "epochs": -3}]}, "defense 'rp': parameter 'epochs'"),
     ({**BASE, "defenses": [{"name": "rp", "batch_size": 0}]}, "defense 'rp': parameter 'batch_size'"),
