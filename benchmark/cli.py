@@ -74,20 +74,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ls(kind: str, name: str | None = None) -> int:
+    from benchmark.describe import describe, plain_doc
     from benchmark.registries import ALL
+    from benchmark.registry import UnknownNameError
 
     registry = ALL[kind]
     if name is not None:
-        from benchmark.describe import describe
-        from benchmark.registry import UnknownNameError
-
         try:
             print(describe(registry, name))
         except UnknownNameError as exc:
             raise ConfigError(exc.args[0]) from None
         return 0
-    from benchmark.describe import plain_doc
-
     for name in registry.names():
         obj = registry.get(name)
         doc = plain_doc(obj.__doc__).splitlines()
