@@ -57,6 +57,7 @@ class Attack(Method, ABC):
     version: ClassVar[str] = "1"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 < self.poison_rate <= 1.0:
             raise ValueError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
         if self.target < 0:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from benchmark.metrics import accuracy, prediction_shares
+from benchmark.params import check_ranges
 from benchmark.training import predict
 
 DefenseCategory = Literal["none", "removal", "input_filtering", "model_inspection"]
@@ -64,6 +65,9 @@ class Method:
     """Shared helpers: every init field is a hyper-parameter that enters the cache key."""
 
     version: ClassVar[str] = "1"
+
+    def __post_init__(self) -> None:
+        check_ranges(self)  # the same range checks as a grid's, for methods built in Python
 
     @property
     def name(self) -> str:

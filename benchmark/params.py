@@ -5,9 +5,12 @@ their annotations with pydantic, so a field typed :data:`Count` refuses ``epochs
 nothing written) instead of silently training for no epochs. Plug-in methods can use them too.
 """
 
-from typing import Annotated
+import dataclasses
+import functools
+import typing
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 
 #: epochs, batch sizes, iterations: at least 1
 Count = Annotated[int, Field(ge=1)]
@@ -17,3 +20,25 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 #: momenta and weight decays
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise ValueError when a field of the dataclass ``obj`` lies outside the range its annotation
+    allows, so a method built in Python (``DEFENSES.get("rp")(epochs=-3)``) is refused like a grid."""
+    for name, adapter in _ranged_fields(type(obj)).items():
+        try:
+            adapter.validate_python(getattr(obj, name))
+        except ValidationError as exc:
+            owner = getattr(type(obj), "registry_name", type(obj).__name__)
+            raise ValueError(f"{owner}: parameter '{name}': {exc.errors()[0]['msg']}") from None
+
+
+@functools.cache
+def _ranged_fields(cls: type) -> dict[str, TypeAdapter]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)
+            if f.init and _has_bounds(hints.get(f.name))}
+
+
+def _has_bounds(hint: Any) -> bool:
+    return typing.get_origin(hint) is Annotated or any(_has_bounds(a) for a in typing.get_args(hint))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
 from benchmark.tensors import augment, batches, normalize, to_unit
 
 
@@ -34,6 +34,9 @@ class TrainRecipe:
     #: AMX/AVX512-BF16 and on GPUs; "fp32" is the paper's precision; "auto" becomes bf16 where the
     #: hardware has native bf16 and fp32 elsewhere (resolved before any cache key is computed)
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def native_bf16(device: str, cpuinfo: str | None = None) -> bool:

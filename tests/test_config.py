@@ -126,3 +126,25 @@ def test_an_override_that_breaks_the_grid_is_reported_with_it(tmp_path):
     path.write_text("name: g\nattacks: [badnets]\n")
     with pytest.raises(ConfigError, match=re.escape("with --set recipe.epochs=0: recipe: parameter 'epochs'")):
         load_configs(path, ["recipe.epochs=0"])
+
+
+@pytest.mark.parametrize("kind, name, params, needle", [
+    ("defenses", "rp", {"epochs": -3}, "rp: parameter 'epochs'"),
+    ("exposures", "cul", {"lr": 0}, "cul: parameter 'lr'"),
+    ("attacks", "adv", {"pgd_steps": 0}, "adv: parameter 'pgd_steps'"),
+])
+def test_methods_built_in_python_get_the_same_range_checks(kind, name, params, needle):
+    from benchmark.registries import ALL
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        ALL[kind].get(name)(**params)
+
+
+def test_recipes_built_in_python_get_the_same_range_checks():
+    from benchmark.text.training import TextRecipe
+    from benchmark.training import TrainRecipe
+
+    with pytest.raises(ValueError, match="parameter 'batch_size'"):
+        TrainRecipe(batch_size=0)
+    with pytest.raises(ValueError, match="parameter 'epochs'"):
+        TextRecipe(epochs=0)

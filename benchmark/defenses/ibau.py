@@ -27,7 +27,7 @@ from torch import nn
 
 from benchmark.defenses.common import defense_tensors
 from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, PositiveFloat
+from benchmark.params import Count, NonNegativeInt, PositiveFloat
 from benchmark.registries import DEFENSES
 from benchmark.tensors import batches, normalize
 
@@ -38,7 +38,7 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
     """Adversarial unlearning of a universal perturbation with an implicit hypergradient (5 rounds)."""
 
     rounds: Count = 5
-    fixed_point_iters: Count = 5
+    fixed_point_iters: NonNegativeInt = 5  # 0: the plain gradient, no implicit term
     inner_lr: PositiveFloat = 0.1
     delta_lr: PositiveFloat = 10.0
     delta_reg: float = 0.001

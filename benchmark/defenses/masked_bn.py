@@ -104,6 +104,7 @@ class UnitSelection:
     thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
 
     def __post_init__(self) -> None:
+        getattr(super(), "__post_init__", lambda: None)()  # the method's own checks (a mixin: may be last)
         if self.selection == "fraction" and not 0.0 < self.fraction < 1.0:
             name = getattr(type(self), "registry_name", type(self).__name__)
             raise ValueError(f"{name}: selection 'fraction' needs 0 < fraction < 1, got fraction={self.fraction}")

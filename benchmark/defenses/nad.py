@@ -42,6 +42,7 @@ class NeuralAttentionDistillation(Defense):
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if len(self.layers) != len(self.betas):
             raise ValueError(f"nad: {len(self.layers)} layers but {len(self.betas)} betas")
 

@@ -106,10 +106,6 @@ class NeuralCleanse(Defense):
     ai_threshold: float = 2.0
     var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (§6.4)
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("nc: epochs and batch_size must be at least 1")
-
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         start = time.perf_counter()
         if exposed is None:

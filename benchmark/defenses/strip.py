@@ -52,6 +52,7 @@ class Strip(Defense):
     decision_frr: float | None = None  # e.g. 0.01: flag H below this quantile of a normal fit to D_d's H
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.decision_frr is not None and not 0.0 < self.decision_frr < 1.0:
             raise ValueError(f"strip: decision_frr must be in (0, 1), got {self.decision_frr}")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
 from benchmark.text.batching import sentence_batches
 
 LossFn = Callable[[nn.Module, dict, torch.Tensor], torch.Tensor]
@@ -38,8 +38,7 @@ class TextRecipe:
     group_by_length: bool = False  # see benchmark.text.batching
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        check_ranges(self)
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
