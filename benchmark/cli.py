@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                           "(dotted key, YAML value; repeatable; recorded in OUT/config.yaml)")
     run.add_argument("--dry-run", action="store_true",
                      help="print the cells left to run and which models and exposures the cache already "
-                          "holds; run and write nothing")
+                          "holds; train nothing and write no results (the decoded dataset may be cached, as any "
+                          "run does)")
 
     ls = sub.add_parser("ls", help="list registered methods")
     ls.add_argument("kind", choices=["attacks", "exposures", "defenses", "models", "datasets"])
