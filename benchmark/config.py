@@ -1,8 +1,9 @@
 """Grid configuration: a YAML file validated on load.
 
-Every problem (wrong type, unknown method, bad parameter, poison rate outside (0, 1]) becomes one
-:class:`ConfigError` whose message names the field; the CLI prints it and exits with code 2 before
-anything is written.
+Every problem (wrong type, unknown method, bad parameter, a value outside its range, poison rate
+outside (0, 1]) becomes one :class:`ConfigError` whose message names the field; the CLI prints it and
+exits with code 2 before anything is written. ``ebyd-bench run --set KEY=VALUE`` changes a setting
+for one run (:func:`apply_overrides`) before the same validation.
 
 Example::
 

@@ -2,7 +2,9 @@
 
 Method and recipe fields are plain dataclass fields; the config loader validates user values against
 their annotations with pydantic, so a field typed :data:`Count` refuses ``epochs: -3`` (exit 2,
-nothing written) instead of silently training for no epochs. Plug-in methods can use them too.
+nothing written) instead of silently training for no epochs, and :func:`check_ranges` (called by
+``Method.__post_init__`` and the recipes) applies the same checks to objects built in Python.
+Plug-in methods can use these types too.
 """
 
 import dataclasses
