@@ -72,6 +72,11 @@ class MethodSpec(BaseModel):
         return self.name if len(raw) == 1 else raw
 
     @property
+    def shown(self) -> str:
+        """The name tables, records and progress bars show: the ``label``, else the method's name."""
+        return self.label or self.name
+
+    @property
     def identity(self) -> str:
         """Hashable identity: the name plus a digest of the parameters."""
         return f"{self.name}:{json.dumps(self.params, sort_keys=True, default=str)}"
@@ -144,7 +149,7 @@ class GridConfig(BaseModel):
             names = [s.name for s in specs]
             hint = "an attack is listed once per grid (its 'seeds' train several models)"
         else:
-            names = [s.label or s.name for s in specs]
+            names = [s.shown for s in specs]
             hint = "give each setting a distinct 'label'"
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

@@ -293,11 +293,11 @@ class GridRun:
                     stages[mkey] = train
                     deps = (mkey,)
                     if cell_ekey is not None:
-                        shown = f"expose {atk.name} with {exp.label or exp.name} seed={seed}"
+                        shown = f"expose {atk.name} with {exp.shown} seed={seed}"
                         stages[ekey] = Stage(ekey, "expose", shown, (mkey,),
                                              functools.partial(self._run_expose, atk, seed, exp, ekey))
                         deps = (mkey, ekey)
-                    label = f"{atk.name} × {cell_exp.label or cell_exp.name} × {dfn.label or dfn.name} seed={seed}"
+                    label = f"{atk.name} × {cell_exp.shown} × {dfn.shown} seed={seed}"
                     stages[ckey] = Stage(ckey, "cell", label, deps, functools.partial(
                         self._run_cell, atk, seed, cell_exp, dfn, ckey))
         return list(stages.values()), len(skipped)
@@ -406,14 +406,14 @@ class GridRun:
         attack = self.attack(atk, seed)
         record: dict[str, Any] = {
             "cell_key": key, "cache_key": model_art.key, "config_name": self.cfg.name,
-            "label": f"{atk.name} × {exp.label or exp.name} × {dfn.label or dfn.name}",
+            "label": f"{atk.name} × {exp.shown} × {dfn.shown}",
             "dataset": self.data.name, "dataset_note": self.data.note, "model": self.cfg.model.name,
             "model_note": "; ".join(self.setting_notes(attack)),
             "model_params": self.cfg.model.params, "recipe": self.recipe.name,
             "attack": atk.name, "attack_params": attack.params(), "target": attack.target,
             "poison_rate": attack.poison_rate, "exposure": None if exp.name == "none" else exp.name,
-            "exposure_label": None if exp.name == "none" else exp.label or exp.name,
-            "defense": dfn.name, "defense_label": dfn.label or dfn.name, "defense_params": defense.params(),
+            "exposure_label": None if exp.name == "none" else exp.shown,
+            "defense": dfn.name, "defense_label": dfn.shown, "defense_params": defense.params(),
             "defense_category": defense.category,
             "defense_uses_exposure": defense.uses_exposure,
             "seed": seed, **metrics, "ca_before": before["ca"], "asr_before": before["asr"],
