@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.errors import BenchmarkError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from attacks_registry.text.base import PoisonedTextSet, TextAttack, TextAttackContext
+    from ebyd_bench.attacks_registry.text.base import PoisonedTextSet, TextAttack, TextAttackContext
 
 INSTALL = ("OpenBackdoor is not installed (it is not on PyPI): git clone https://github.com/thunlp/OpenBackdoor "
            "&& cd OpenBackdoor && pip install -r requirements.txt && python setup.py install; "
@@ -128,7 +128,7 @@ def _poisoner(attack: TextAttack):
 
 def poison_train(attack: TextAttack, texts: Sequence[str], labels: np.ndarray, seed: int) -> PoisonedTextSet:
     """OpenBackdoor's training-set poisoning of our split; poisoned rows are those it flags."""
-    from attacks_registry.text.base import PoisonedTextSet
+    from ebyd_bench.attacks_registry.text.base import PoisonedTextSet
 
     with seeded_random(seed):
         rows = _poisoner(attack)({"train": _rows(texts, labels), "dev": []}, "train")["train"]

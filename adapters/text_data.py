@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import DataError
-from benchmark.registries import DATASETS
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.registries import DATASETS
 
 TSV_HEADER = ("sentence", "label")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import DataError
-from benchmark.io import atomic_write_npz, cache_lock
-from benchmark.registries import DATASETS
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.io import atomic_write_npz, cache_lock
+from ebyd_bench.benchmark.registries import DATASETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.registries import MODELS
+from ebyd_bench.benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.registries import MODELS
 
 MINILM_NOTE = "all-MiniLM-L6-v2 stand-in for bert-base-uncased"
 

@@ -1,5 +1,5 @@
 """Base classes of attacks: :class:`Attack` (what image and text attacks share) and
-:class:`ImageAttack` (reference §3.1; text attacks: :mod:`attacks_registry.text.base`).
+:class:`ImageAttack` (reference §3.1; text attacks: :mod:`ebyd_bench.attacks_registry.text.base`).
 
 An image attack is a dataclass of its trigger parameters. ``setup(seed)`` draws any seeded trigger
 state (a noise pattern, a warp field); ``apply`` stamps the trigger on uint8 NHWC images. The
@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from benchmark.methods import Method
+from ebyd_bench.benchmark.methods import Method
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from attacks_registry.base import AttackContext, ImageAttack
-from benchmark.config import MethodSpec, build_method
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack
+from ebyd_bench.benchmark.config import MethodSpec, build_method
+from ebyd_bench.benchmark.registries import ATTACKS
 
 CtxFactory = Callable[[ImageAttack, int], "AttackContext | None"]
 #: rows in the order of the paper's Table VIII; attacks not listed follow alphabetically
@@ -122,7 +122,7 @@ def render_gallery(dataset: Any, out_dir: str | Path, attacks: Sequence[str | di
     names or ``{name: ..., param: ...}`` mappings (default: every registered image attack);
     ``ctx_factory(attack, seed)`` returns the :class:`AttackContext` of an attack that trains parts.
     """
-    from reports import style
+    from ebyd_bench.reports import style
 
     images, labels = clean_examples(dataset, n_images)
     rows = gallery_rows(images, labels, attacks, seed, ctx_factory)

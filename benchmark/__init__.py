@@ -1,3 +1,1 @@
-"""ebyd-bench: an open benchmark of backdoor defenses built around "Expose Before You Defend"."""
-
-__version__ = "0.1.0"
+"""The core of ebyd-bench: registries, the method API, training, caching and the grid runner."""

@@ -22,8 +22,8 @@ from filelock import FileLock
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from benchmark.errors import CacheError
-from benchmark.io import atomic_write, atomic_write_json, cache_lock
+from ebyd_bench.benchmark.errors import CacheError
+from ebyd_bench.benchmark.io import atomic_write, atomic_write_json, cache_lock
 
 
 def stable_hash(obj: Any) -> str:

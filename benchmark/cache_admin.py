@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from benchmark.cache import ArtifactCache, default_cache_dir
-from benchmark.errors import BenchmarkError, CacheError
+from ebyd_bench.benchmark.cache import ArtifactCache, default_cache_dir
+from ebyd_bench.benchmark.errors import BenchmarkError, CacheError
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 

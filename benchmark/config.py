@@ -30,9 +30,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from benchmark.errors import ConfigError
-from benchmark.registry import Registry, UnknownNameError
-from benchmark.training import TrainRecipe
+from ebyd_bench.benchmark.errors import ConfigError
+from ebyd_bench.benchmark.registry import Registry, UnknownNameError
+from ebyd_bench.benchmark.training import TrainRecipe
 
 
 class MethodSpec(BaseModel):
@@ -170,10 +170,10 @@ class GridConfig(BaseModel):
 
     def train_recipe(self) -> Any:
         """TrainRecipe for image datasets, TextRecipe for text ones (their loader has ``domain = "text"``)."""
-        from benchmark.registries import DATASETS
+        from ebyd_bench.benchmark.registries import DATASETS
 
         if getattr(DATASETS.get(self.dataset.name), "domain", "image") == "text":
-            from benchmark.text.training import TextRecipe
+            from ebyd_bench.benchmark.text.training import TextRecipe
 
             if self.dataset.defense_in_training:
                 raise ValueError("dataset.defense_in_training is an image-only ablation")
@@ -279,7 +279,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
-    from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
+    from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
 
     try:
         cfg = GridConfig.model_validate(raw)
@@ -297,7 +297,7 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
             registry.get(name)
         except UnknownNameError as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from None
-    from benchmark.text.domain import check_domains
+    from ebyd_bench.benchmark.text.domain import check_domains
 
     try:
         check_domains(cfg)  # e.g. an image defense in a text grid, or a text attack on CIFAR-10

@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any
 
-from benchmark.registry import Registry
+from ebyd_bench.benchmark.registry import Registry
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$")

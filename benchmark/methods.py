@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.metrics import accuracy, prediction_shares
-from benchmark.params import check_ranges
-from benchmark.training import predict
+from ebyd_bench.benchmark.metrics import accuracy, prediction_shares
+from ebyd_bench.benchmark.params import check_ranges
+from ebyd_bench.benchmark.training import predict
 
 DefenseCategory = Literal["none", "removal", "input_filtering", "model_inspection"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-import benchmark
+import ebyd_bench
 
 
 def _version(dist: str) -> str | None:
@@ -26,7 +26,7 @@ def _version(dist: str) -> str | None:
 @functools.cache
 def git_commit() -> str | None:
     """Commit of the checkout the package runs from (None for an installed wheel)."""
-    here = Path(benchmark.__file__).resolve().parent.parent
+    here = Path(ebyd_bench.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
@@ -69,7 +69,7 @@ def hardware(device: str) -> dict[str, Any]:
 
 def provenance(device: str) -> dict[str, Any]:
     return {
-        "package_version": benchmark.__version__,
+        "package_version": ebyd_bench.__version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -3,12 +3,12 @@ on first lookup, so ``ebyd-bench ls`` stays fast and a plugin never pays for unu
 
 from __future__ import annotations
 
-from benchmark.registry import Registry
+from ebyd_bench.benchmark.registry import Registry
 
-ATTACKS: Registry = Registry("attacks", builtin_modules=["attacks_registry.image", "attacks_registry.text"])
-EXPOSURES: Registry = Registry("exposures", builtin_modules=["benchmark.exposures", "benchmark.text"])
-DEFENSES: Registry = Registry("defenses", builtin_modules=["benchmark.defenses", "benchmark.text"])
-MODELS: Registry = Registry("models", builtin_modules=["benchmark.models.resnet_cifar", "adapters.transformers_models"])
-DATASETS: Registry = Registry("datasets", builtin_modules=["adapters.torchvision_data", "adapters.text_data"])
+ATTACKS: Registry = Registry("attacks", builtin_modules=["ebyd_bench.attacks_registry.image", "ebyd_bench.attacks_registry.text"])
+EXPOSURES: Registry = Registry("exposures", builtin_modules=["ebyd_bench.benchmark.exposures", "ebyd_bench.benchmark.text"])
+DEFENSES: Registry = Registry("defenses", builtin_modules=["ebyd_bench.benchmark.defenses", "ebyd_bench.benchmark.text"])
+MODELS: Registry = Registry("models", builtin_modules=["ebyd_bench.benchmark.models.resnet_cifar", "ebyd_bench.adapters.transformers_models"])
+DATASETS: Registry = Registry("datasets", builtin_modules=["ebyd_bench.adapters.torchvision_data", "ebyd_bench.adapters.text_data"])
 
 ALL = {r.kind: r for r in (ATTACKS, EXPOSURES, DEFENSES, MODELS, DATASETS)}

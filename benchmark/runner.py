@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks_registry.base import AttackContext, ImageAttack
-from benchmark.cache import ArtifactCache, key_stable, stable_hash
-from benchmark.config import GridConfig, MethodSpec, build_method
-from benchmark.dag import Executor, LocalExecutor, Stage
-from benchmark.methods import DefenseData, ExposureResult, MethodContext
-from benchmark.metrics import backdoor_exposure_metric, cell_metrics, input_filter_metrics
-from benchmark.provenance import provenance
-from benchmark.summary import grid_statistics
-from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
-from benchmark.training import TrainRecipe, native_bf16, predict_logits, resolve_precision, train_classifier
+from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack
+from ebyd_bench.benchmark.cache import ArtifactCache, key_stable, stable_hash
+from ebyd_bench.benchmark.config import GridConfig, MethodSpec, build_method
+from ebyd_bench.benchmark.dag import Executor, LocalExecutor, Stage
+from ebyd_bench.benchmark.methods import DefenseData, ExposureResult, MethodContext
+from ebyd_bench.benchmark.metrics import backdoor_exposure_metric, cell_metrics, input_filter_metrics
+from ebyd_bench.benchmark.provenance import provenance
+from ebyd_bench.benchmark.summary import grid_statistics
+from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
+from ebyd_bench.benchmark.training import TrainRecipe, native_bf16, predict_logits, resolve_precision, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Artifacts:
 
 class GridRun:
     def __init__(self, cfg: GridConfig, opts: RunOptions) -> None:
-        from results import ResultStore
+        from ebyd_bench.results import ResultStore
 
         self.cfg, self.opts = cfg, opts
         self.device = opts.device
@@ -160,7 +160,7 @@ class GridRun:
 
     def evaluate(self, model: nn.Module, attack: ImageAttack, limit: int | None = None) -> dict[str, float]:
         """CA on the clean test subset, CA_nt without the target class, ASR on triggered non-target images,
-        and the prior-matched CA/ASR (:func:`benchmark.metrics.cell_metrics`)."""
+        and the prior-matched CA/ASR (:func:`ebyd_bench.benchmark.metrics.cell_metrics`)."""
         x, y, px, py = self._test_sets(attack, limit)
         triggered = None if attack.is_clean else predict_logits(model, px, self.device).numpy()
         return cell_metrics(predict_logits(model, x, self.device).numpy(), y, triggered, py, attack.target)
@@ -188,7 +188,7 @@ class GridRun:
         """Write a defense's images (HWC or HW floats in [0, 1]) as PNGs under OUT/artifacts/."""
         from PIL import Image
 
-        from benchmark.io import atomic_write
+        from ebyd_bench.benchmark.io import atomic_write
 
         folder = self.opts.out_dir / "artifacts" / cell_key[:16]
         paths = {}
@@ -453,11 +453,11 @@ _CACHE_KINDS = {"train": "models", "expose": "exposures"}
 
 def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None) -> dict[str, Any]:
     """Run (or resume) the grid; returns a summary. Renders the leaderboard into ``opts.out_dir``."""
-    from benchmark.io import atomic_write_json, atomic_write_text
-    from reports import render_leaderboard
-    from results import load_results
+    from ebyd_bench.benchmark.io import atomic_write_json, atomic_write_text
+    from ebyd_bench.reports import render_leaderboard
+    from ebyd_bench.results import load_results
 
-    from benchmark.text.harness import grid_run_class
+    from ebyd_bench.benchmark.text.harness import grid_run_class
 
     t0 = time.perf_counter()
     run = grid_run_class(cfg)(cfg, opts)  # TextGridRun for text datasets
@@ -484,7 +484,7 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
 def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
     """What ``run_grid`` would do, as printable lines: cells left to run, and which poisoned models and
     exposures come from the cache or would be computed. Writes nothing to ``opts.out_dir``."""
-    from benchmark.text.harness import grid_run_class
+    from ebyd_bench.benchmark.text.harness import grid_run_class
 
     run = grid_run_class(cfg)(cfg, opts)
     stages, skipped = run.plan(run.store.finished_cells())

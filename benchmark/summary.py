@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results.store import with_exposure_labels
+from ebyd_bench.results.store import with_exposure_labels
 
 
 def exposure_detection_auroc(records: pd.DataFrame) -> dict[str, float | None]:

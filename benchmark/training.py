@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
-from benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
+from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def native_bf16(device: str, cpuinfo: str | None = None) -> bool:
     if dev.type != "cpu":
         return False
     if cpuinfo is None:
-        from benchmark.provenance import cpuinfo as read_cpuinfo
+        from ebyd_bench.benchmark.provenance import cpuinfo as read_cpuinfo
 
         cpuinfo = read_cpuinfo()
     flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.errors import BenchmarkError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def _stores(p: argparse.ArgumentParser) -> None:
 
 def _records(dirs: list[Path]):
     """All records of the given stores as one DataFrame; missing stores or no records -> BenchmarkError."""
-    from results import load_results
+    from ebyd_bench.results import load_results
 
     try:
         records = load_results(*dirs)
@@ -70,7 +70,7 @@ def _print(paths) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from reports import render_figures, render_leaderboard, render_tables
+    from ebyd_bench.reports import render_figures, render_leaderboard, render_tables
 
     records = _records(args.dirs)
     out = args.out or args.dirs[0]
@@ -83,20 +83,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from reports import render_tables
+    from ebyd_bench.reports import render_tables
 
     return _print(render_tables(_records(args.dirs), args.out))
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from reports import render_figures
+    from ebyd_bench.reports import render_figures
 
     return _print(render_figures(_records(args.dirs), args.out))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from benchmark.io import atomic_write_text
-    from results.compare import compare, load_store, parse_tolerances, render_markdown
+    from ebyd_bench.benchmark.io import atomic_write_text
+    from ebyd_bench.results.compare import compare, load_store, parse_tolerances, render_markdown
 
     try:
         tolerances = parse_tolerances(args.tolerance)

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from benchmark.io import atomic_write_text
+from ebyd_bench.benchmark.io import atomic_write_text
 
 from .tables import is_ebyd
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import matplotlib
 from matplotlib.figure import Figure
 
-from benchmark.io import atomic_write
+from ebyd_bench.benchmark.io import atomic_write
 
 from .tables import is_ebyd
 

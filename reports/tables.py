@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from results.store import with_exposure_labels
+from ebyd_bench.results.store import with_exposure_labels
 
 NO_DEFENSE = "No defense"
 CLEAN_ATTACK = "none"

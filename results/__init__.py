@@ -1,5 +1,5 @@
 """Result records: the durable JSONL store of a grid and loading many stores into pandas."""
 
-from results.store import ResultStore, load_results
+from ebyd_bench.results.store import ResultStore, load_results
 
 __all__ = ["ResultStore", "load_results"]

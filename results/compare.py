@@ -8,7 +8,7 @@ model, attack + parameters, exposure, defense + parameters, seed) instead.
 
 Compared metrics: ``ca``, ``asr``, ``bem``, ``exposed_ca``, ``exposed_asr`` and every numeric
 score-like field of ``defense_info`` (``*_auroc``, ``*_acc``, ``anomaly_index`` …; see
-``reports.fields.is_score``). A metric *regressed* when |current − baseline| exceeds its absolute
+``ebyd_bench.reports.fields.is_score``). A metric *regressed* when |current − baseline| exceeds its absolute
 tolerance, in either direction: a nightly run of fixed code should reproduce its numbers, and an
 unexplained improvement needs a new baseline just as much as a drop. A cell that is in the
 baseline but not in the current run also fails the check; new cells and wall-clock changes are
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from results.store import RESULTS_FILE, read_records
+from ebyd_bench.results.store import RESULTS_FILE, read_records
 
 TOP_LEVEL_METRICS = ("ca", "asr", "bem", "exposed_ca", "exposed_asr")
 DEFAULT_TOLERANCES = {"ca": 0.01, "asr": 0.02, "bem": 0.05, "exposed_ca": 0.02, "exposed_asr": 0.02, "default": 0.02}
@@ -122,7 +122,7 @@ def describe(record: dict[str, Any]) -> str:
 
 def metrics(record: dict[str, Any]) -> dict[str, float | None]:
     """The compared metrics of one record: top-level ones plus score-like ``defense_info`` fields."""
-    from reports.fields import numeric_scores
+    from ebyd_bench.reports.fields import numeric_scores
 
     out: dict[str, float | None] = {m: _number(record.get(m)) for m in TOP_LEVEL_METRICS if m in record}
     out.update({f"defense_info.{k}": v for k, v in numeric_scores(record.get("defense_info")).items()})

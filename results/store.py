@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from benchmark.io import cache_lock
+from ebyd_bench.benchmark.io import cache_lock
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmark/cli.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ebyd_bench/cli.py
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def session_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cifar(data_root, session_cache):
-    from adapters.torchvision_data import load_cifar10
+    from ebyd_bench.adapters.torchvision_data import load_cifar10
 
     return load_cifar10(data_root, session_cache)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks_registry.image.badnets import GRID
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.image.badnets import GRID
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_wanet_applies_the_same_warp_to_every_image(images):
 
 
 def test_wanet_field_strength_follows_s_and_k():
-    from attacks_registry.image.wanet import warp_field
+    from ebyd_bench.attacks_registry.image.wanet import warp_field
 
     lin = torch.linspace(-1, 1, 32)
     rows, cols = torch.meshgrid(lin, lin, indexing="ij")
@@ -95,6 +95,6 @@ def test_poison_test_drops_target_class(images):
 
 
 def test_uint8_arithmetic_saturates_instead_of_wrapping():
-    from attacks_registry.base import clip_uint8
+    from ebyd_bench.attacks_registry.base import clip_uint8
 
     assert clip_uint8(np.array([300.4, -3.0, 128.9])).tolist() == [255, 0, 128]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from attacks_registry.base import AttackContext
-from attacks_registry.image.badnets import GRID
-from benchmark.models.resnet_cifar import resnet18_narrow
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import AttackContext
+from ebyd_bench.attacks_registry.image.badnets import GRID
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_onepixel_sets_only_pixel_16_16_to_white(images):
 
 # ----------------------------------------------------------------------------- Trojan
 def test_trojan_adds_the_listed_values_on_rows_cols_25_27_with_saturation(images):
-    from attacks_registry.image.trojan import TROJAN_VALUES
+    from ebyd_bench.attacks_registry.image.trojan import TROJAN_VALUES
 
     x, _ = images
     out = make("trojan").apply(x)
@@ -91,7 +91,7 @@ def test_trojan_saturates_instead_of_wrapping_and_wrap_mode_reproduces_mtba():
 
 
 def test_trojan_trigger_file_is_loaded_and_its_digest_enters_the_params(tmp_path, images):
-    from attacks_registry.image.trojan import default_trigger
+    from ebyd_bench.attacks_registry.image.trojan import default_trigger
 
     x, _ = images
     path = tmp_path / "trojan.npz"
@@ -110,7 +110,7 @@ SHIPPED_ROW = [0, 14, 19, 13, -1, -15, -19, -12, 2, 15, 19, 11, -3, -16, -19, -1
 
 
 def test_sig_signal_is_trunc_20_sin_0_8_j():
-    from attacks_registry.image.sig import sig_signal
+    from ebyd_bench.attacks_registry.image.sig import sig_signal
 
     assert sig_signal().tolist() == SHIPPED_ROW
     assert np.abs(sig_signal()).max() == 19  # amplitude 20 truncated
@@ -247,7 +247,7 @@ def dynamic_setup(train_subset):
 
 
 def test_dynamic_follows_the_pattern_and_mask_formulas(dynamic_setup, images):
-    from benchmark.tensors import normalize, to_unit
+    from ebyd_bench.benchmark.tensors import normalize, to_unit
 
     attack, _, _ = dynamic_setup
     x, _ = images

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.models.resnet_cifar import resnet18_narrow
-from benchmark.tensors import augment, normalize, to_unit
-from benchmark.training import predict
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.tensors import augment, normalize, to_unit
+from ebyd_bench.benchmark.training import predict
 
 
 def _batch(n=128):

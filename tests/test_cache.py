@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.cache import ArtifactCache, stable_hash
-from benchmark.config import MethodSpec, validate_config
-from benchmark.errors import CacheError
-from benchmark.registries import DEFENSES, EXPOSURES
-from benchmark.runner import GridRun, RunOptions
+from ebyd_bench.benchmark.cache import ArtifactCache, stable_hash
+from ebyd_bench.benchmark.config import MethodSpec, validate_config
+from ebyd_bench.benchmark.errors import CacheError
+from ebyd_bench.benchmark.registries import DEFENSES, EXPOSURES
+from ebyd_bench.benchmark.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
        "model": {"name": "resnet18_narrow", "params": {"width": 8}},
@@ -161,12 +161,12 @@ def test_stable_hash_ignores_key_order():
 
 
 def test_bf16_without_native_support_warns(run_for, monkeypatch, caplog):
-    monkeypatch.setattr("benchmark.runner.native_bf16", lambda device: False)
-    with caplog.at_level("WARNING", logger="benchmark.runner"):
+    monkeypatch.setattr("ebyd_bench.benchmark.runner.native_bf16", lambda device: False)
+    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.runner"):
         run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "bf16"}})
     assert "precision bf16 on cpu" in caplog.text and "without native bf16" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="benchmark.runner"):
+    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.runner"):
         run_for(RAW)
     assert "bf16" not in caplog.text
 
@@ -174,7 +174,7 @@ def test_bf16_without_native_support_warns(run_for, monkeypatch, caplog):
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_is_resolved_before_the_model_key(run_for, monkeypatch, native):
     """`precision: auto` keys (and trains) exactly like the precision it resolves to on this machine."""
-    monkeypatch.setattr("benchmark.training.native_bf16", lambda device: native)
+    monkeypatch.setattr("ebyd_bench.benchmark.training.native_bf16", lambda device: native)
     auto = run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "auto"}})
     assert auto.recipe.precision == ("bf16" if native else "fp32")
     resolved = {**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": auto.recipe.precision}}
@@ -188,7 +188,7 @@ def test_precision_auto_is_resolved_before_the_model_key(run_for, monkeypatch, n
     ("fpu avx2 amx_bf16 amx_tile", True),
 ])
 def test_native_bf16_reads_the_cpu_flags(flags, native):
-    from benchmark.training import native_bf16
+    from ebyd_bench.benchmark.training import native_bf16
 
     assert native_bf16("cpu", cpuinfo=f"processor\t: 0\nflags\t\t: {flags}\n") is native
 
@@ -205,7 +205,7 @@ def _two_artifacts(root):
 
 
 def test_cache_ls_names_every_artifact_and_its_parent_attack(tmp_path, capsys):
-    from benchmark.cli import main
+    from ebyd_bench.cli import main
 
     _two_artifacts(tmp_path)
     assert main(["cache", "ls", "--cache-dir", str(tmp_path)]) == 0
@@ -216,7 +216,7 @@ def test_cache_ls_names_every_artifact_and_its_parent_attack(tmp_path, capsys):
 
 
 def test_cache_verify_finds_corrupted_and_incomplete_artifacts_and_rm_removes_them(tmp_path, capsys):
-    from benchmark.cli import main
+    from ebyd_bench.cli import main
 
     cache = _two_artifacts(tmp_path)
     args = ["--cache-dir", str(tmp_path)]
@@ -236,8 +236,8 @@ def test_cache_verify_finds_corrupted_and_incomplete_artifacts_and_rm_removes_th
 
 
 def test_cache_rm_refuses_an_ambiguous_or_unknown_prefix_and_removes_nothing(tmp_path, capsys):
-    from benchmark.cache_admin import entries
-    from benchmark.cli import main
+    from ebyd_bench.benchmark.cache_admin import entries
+    from ebyd_bench.cli import main
 
     cache = _two_artifacts(tmp_path)
     cache.save("models", "abcdef" + "1" * 58, {"w": torch.zeros(1)}, {})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmark.cli import main
+from ebyd_bench.cli import main
 
 
 def test_ls_lists_registered_methods(capsys):
@@ -39,7 +39,7 @@ def test_ls_unknown_name_exits_2_with_suggestions(capsys):
 
 @pytest.mark.parametrize("kind", ["attacks", "exposures", "defenses", "models", "datasets"])
 def test_every_registered_entry_can_be_described(kind, capsys):
-    from benchmark.registries import ALL
+    from ebyd_bench.benchmark.registries import ALL
 
     for name in ALL[kind].names():
         assert main(["ls", kind, name]) == 0, name
@@ -89,10 +89,10 @@ RANGED = {"epochs": "≥ 1", "batch_size": "≥ 1", "iterations": "≥ 1", "lr":
 
 @pytest.mark.parametrize("kind", ["attacks", "exposures", "defenses"])
 def test_every_method_range_checks_its_common_hyper_parameters(kind):
-    from benchmark.describe import parameters
-    from benchmark.registries import ALL
-    from benchmark.text.training import TextRecipe
-    from benchmark.training import TrainRecipe
+    from ebyd_bench.benchmark.describe import parameters
+    from ebyd_bench.benchmark.registries import ALL
+    from ebyd_bench.benchmark.text.training import TextRecipe
+    from ebyd_bench.benchmark.training import TrainRecipe
 
     entries = [(name, ALL[kind].get(name)) for name in ALL[kind].names()]
     if kind == "defenses":

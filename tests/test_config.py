@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from benchmark.config import apply_overrides, load_config, load_configs, validate_config
-from benchmark.errors import ConfigError
+from ebyd_bench.benchmark.config import apply_overrides, load_config, load_configs, validate_config
+from ebyd_bench.benchmark.errors import ConfigError
 
 BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
 
@@ -91,7 +91,7 @@ def test_the_config_a_run_writes_loads_back_to_the_same_grid(tmp_path):
     """OUT/config.yaml is the input form again, so a run can be repeated from it."""
     from pathlib import Path
 
-    from benchmark.runner import _dump_yaml
+    from ebyd_bench.benchmark.runner import _dump_yaml
 
     for preset in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         for cfg in load_configs(preset):
@@ -134,15 +134,15 @@ def test_an_override_that_breaks_the_grid_is_reported_with_it(tmp_path):
     ("attacks", "adv", {"pgd_steps": 0}, "adv: parameter 'pgd_steps'"),
 ])
 def test_methods_built_in_python_get_the_same_range_checks(kind, name, params, needle):
-    from benchmark.registries import ALL
+    from ebyd_bench.benchmark.registries import ALL
 
     with pytest.raises(ValueError, match=re.escape(needle)):
         ALL[kind].get(name)(**params)
 
 
 def test_recipes_built_in_python_get_the_same_range_checks():
-    from benchmark.text.training import TextRecipe
-    from benchmark.training import TrainRecipe
+    from ebyd_bench.benchmark.text.training import TextRecipe
+    from ebyd_bench.benchmark.training import TrainRecipe
 
     with pytest.raises(ValueError, match="parameter 'batch_size'"):
         TrainRecipe(batch_size=0)

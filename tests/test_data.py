@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from adapters.torchvision_data import load_cifar10
-from benchmark.errors import DataError
+from ebyd_bench.adapters.torchvision_data import load_cifar10
+from ebyd_bench.benchmark.errors import DataError
 
 
 def write_batches(root, n_per_batch=4):
@@ -60,7 +60,7 @@ def test_imagefolder_copy_is_decoded_cached_and_labelled(cifar):
 
 
 def test_corrupted_array_cache_is_reported(tmp_path, data_root):
-    from adapters.torchvision_data import _array_cache_path
+    from ebyd_bench.adapters.torchvision_data import _array_cache_path
 
     source = f"imagefolder:{(data_root / 'cifar10').resolve()}"
     path = _array_cache_path(source, tmp_path)

@@ -11,7 +11,7 @@ included) runs in a fresh Python process that holds no test data at all, under a
   ``$EBYD_DATA_ROOT``) or the artifact caches (``$EBYD_CACHE_DIR``, the user cache folder, where
   decoded datasets and poisoned models live) raises;
 * importing a module of the data or attack side (``adapters``, ``attacks_registry``,
-  ``benchmark.runner``, ``benchmark.cli``, ``results``) raises, whether by an import statement or
+  ``ebyd_bench.benchmark.runner``, ``ebyd_bench.cli``, ``results``) raises, whether by an import statement or
   ``importlib`` (a first meta-path finder), and so does opening their source files — these are the
   only code paths to the test split, the triggers and the poisoned data. The child first checks
   that none of them was imported by the defenses themselves (a cached module needs no import).
@@ -34,8 +34,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from benchmark.methods import DefenseData, MethodContext
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.methods import DefenseData, MethodContext
+from ebyd_bench.benchmark.registries import DEFENSES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ import importlib, inspect, json, os, sys
 from dataclasses import dataclass
 
 FORBIDDEN_ROOTS = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
-FORBIDDEN_MODULES = ("adapters", "attacks_registry", "benchmark.runner", "benchmark.cli", "results")
+FORBIDDEN_MODULES = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.runner", "ebyd_bench.cli", "ebyd_bench.results")
 TINY = json.loads(sys.argv[2])
 armed, violations = [False], []
 
@@ -88,9 +88,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
-from benchmark.models.resnet_cifar import resnet18_narrow
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ListsDataRoot(Defense):
 class ImportsAttacks(Defense):
     def defend(self, model, exposed, ctx):
         try:  # swallowing the error does not help: the hook has recorded the attempt
-            importlib.import_module("attacks_registry.image")
+            importlib.import_module("ebyd_bench.attacks_registry.image")
         except PermissionError:
             pass
         return DefenseResult(model)
@@ -157,7 +157,7 @@ print("REPORT" + json.dumps(report))
 
 
 def _forbidden_roots() -> list[str]:
-    from benchmark.cache import default_cache_dir
+    from ebyd_bench.benchmark.cache import default_cache_dir
 
     roots = [REPO.parent / "shared" / "data", default_cache_dir(), REPO / "adapters", REPO / "attacks_registry",
              REPO / "results", REPO / "benchmark" / "runner.py", REPO / "benchmark" / "cli.py"]

@@ -14,23 +14,23 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.defenses.anp import AdversarialNeuronPruning
-from benchmark.defenses.fp import FinePruning, last_count_above
-from benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlearning
-from benchmark.defenses.masked_bn import batchnorms, split_holdout
-from benchmark.defenses.nad import NeuralAttentionDistillation
-from benchmark.defenses.nc import NeuralCleanse, anomaly_index
-from benchmark.defenses.recover import fold_masks
-from benchmark.defenses.rp import RecoverPruning
-from benchmark.defenses.strip import Strip
-from benchmark.exposures.pruning import prune_units
-from benchmark.methods import DefenseData, ExposureResult, MethodContext
-from benchmark.metrics import input_filter_metrics
-from benchmark.models.resnet_cifar import resnet18_narrow
-from benchmark.registries import DEFENSES
-from benchmark.summary import grid_statistics, label_detection_auroc, model_detection_auroc
-from benchmark.tensors import CIFAR_MEAN, CIFAR_STD, normalize, to_unit
-from benchmark.training import TrainRecipe, predict, train_classifier
+from ebyd_bench.benchmark.defenses.anp import AdversarialNeuronPruning
+from ebyd_bench.benchmark.defenses.fp import FinePruning, last_count_above
+from ebyd_bench.benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlearning
+from ebyd_bench.benchmark.defenses.masked_bn import batchnorms, split_holdout
+from ebyd_bench.benchmark.defenses.nad import NeuralAttentionDistillation
+from ebyd_bench.benchmark.defenses.nc import NeuralCleanse, anomaly_index
+from ebyd_bench.benchmark.defenses.recover import fold_masks
+from ebyd_bench.benchmark.defenses.rp import RecoverPruning
+from ebyd_bench.benchmark.defenses.strip import Strip
+from ebyd_bench.benchmark.exposures.pruning import prune_units
+from ebyd_bench.benchmark.methods import DefenseData, ExposureResult, MethodContext
+from ebyd_bench.benchmark.metrics import input_filter_metrics
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.summary import grid_statistics, label_detection_auroc, model_detection_auroc
+from ebyd_bench.benchmark.tensors import CIFAR_MEAN, CIFAR_STD, normalize, to_unit
+from ebyd_bench.benchmark.training import TrainRecipe, predict, train_classifier
 
 K = 10
 
@@ -397,7 +397,7 @@ def test_detectors_run_through_the_harness(tmp_path, data_root, seeded_cache):
     """Fields are JSON-able, NC's trigger images are saved, STRIP's scorer becomes strip_auroc."""
     import json
 
-    from benchmark.cli import main
+    from ebyd_bench.cli import main
 
     config = tmp_path / "grid.yaml"
     config.write_text(
@@ -422,7 +422,7 @@ def test_detectors_run_through_the_harness(tmp_path, data_root, seeded_cache):
 
 
 def test_split_holdout_keeps_the_last_samples_for_the_threshold_rule():
-    from benchmark.text.common import TextDefenseData
+    from ebyd_bench.benchmark.text.common import TextDefenseData
 
     images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
     data = DefenseData(images, np.arange(10) % 3, 3)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from benchmark.cli import main
-from benchmark.methods import Defense, DefenseResult
-from benchmark.registries import DEFENSES
+from ebyd_bench.cli import main
+from ebyd_bench.benchmark.methods import Defense, DefenseResult
+from ebyd_bench.benchmark.registries import DEFENSES
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +55,8 @@ def test_input_filter_scores_are_turned_into_an_auroc(tmp_path, data_root, seede
     assert recs["test_corner_filter"]["asr"] == recs["none"]["asr"]
 
     # the saved images come back as the recovered-trigger figure (paper Fig. 7)
-    from reports.figures import render_figures
-    from results import load_results
+    from ebyd_bench.reports.figures import render_figures
+    from ebyd_bench.results import load_results
 
     paths = render_figures(load_results(out), tmp_path / "figures")
     assert any("recovered-triggers" in p.name and p.suffix == ".png" for p in paths)

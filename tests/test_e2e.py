@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from benchmark.cli import main
+from ebyd_bench.cli import main
 
 pytestmark = pytest.mark.e2e
 

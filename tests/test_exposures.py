@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.exposures.awp import affine_batchnorms
-from benchmark.exposures.pruning import mean_activation
-from benchmark.methods import DefenseData, MethodContext
-from benchmark.models.resnet_cifar import resnet18_narrow
-from benchmark.registries import EXPOSURES
-from benchmark.tensors import to_unit
-from benchmark.training import TrainRecipe, train_classifier
+from ebyd_bench.benchmark.exposures.awp import affine_batchnorms
+from ebyd_bench.benchmark.exposures.pruning import mean_activation
+from ebyd_bench.benchmark.methods import DefenseData, MethodContext
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.tensors import to_unit
+from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
 
 FAST = {"cul": {"epochs": 2}, "cft": {"epochs": 2, "lr": 1e-3}, "pruning": {}, "awp": {}}
 
@@ -138,7 +138,7 @@ def test_awp_ebyd_variant_and_cft_fixed_labels_run(trained):
 
 def test_cul_rnp_stop_rule_watches_the_running_training_accuracy(trained):
     """stop_on="train_accuracy" (the RNP code's rule) stops on the epoch's running accuracy, not D_d's."""
-    from benchmark.exposures.cul import CleanUnlearning
+    from ebyd_bench.benchmark.exposures.cul import CleanUnlearning
 
     model, data = trained
     result = CleanUnlearning(stop_on="train_accuracy", ca_min=0.2, epochs=20, lr=0.05).expose(model, context(data))
@@ -150,7 +150,7 @@ def test_cul_rnp_stop_rule_watches_the_running_training_accuracy(trained):
 
 def test_cul_adam_option_differs_from_sgd(trained):
     """optimizer="adam" (EBYD's unlearn.py) is a real alternative, not an alias of the SGD default."""
-    from benchmark.exposures.cul import CleanUnlearning
+    from ebyd_bench.benchmark.exposures.cul import CleanUnlearning
 
     model, data = trained
     sgd = CleanUnlearning(epochs=1).expose(model, context(data))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.cli import main
-from reports import figures, style, tables
+from ebyd_bench.cli import main
+from ebyd_bench.reports import figures, style, tables
 
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.leaderboard import build_context
-from results import load_results
+from ebyd_bench.reports.leaderboard import build_context
+from ebyd_bench.results import load_results
 
 MEASURED = Path(__file__).resolve().parent.parent / "results" / "measured"
 STORES = sorted(p.parent for p in MEASURED.glob("*/results.jsonl"))

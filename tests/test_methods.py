@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import MaskedBatchNorm2d, at_most, batchnorms, lowest_fraction
-from benchmark.defenses.rp import RecoverPruning, prune
-from benchmark.exposures.cul import CleanUnlearning
-from benchmark.methods import DefenseData, MethodContext
-from benchmark.models.resnet_cifar import resnet18, resnet18_narrow
+from ebyd_bench.benchmark.defenses.masked_bn import MaskedBatchNorm2d, at_most, batchnorms, lowest_fraction
+from ebyd_bench.benchmark.defenses.rp import RecoverPruning, prune
+from ebyd_bench.benchmark.exposures.cul import CleanUnlearning
+from ebyd_bench.benchmark.methods import DefenseData, MethodContext
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18, resnet18_narrow
 
 
 def test_resnet18_matches_the_reference_architecture():
@@ -65,9 +65,9 @@ def test_fraction_selection_prunes_the_lowest_masks_with_ties_in_layer_order():
 
 
 def test_rp_fraction_mode_prunes_that_share_of_channels_and_needs_a_fraction(small_ctx):
-    from benchmark.config import MethodSpec, build_method
-    from benchmark.errors import ConfigError
-    from benchmark.registries import DEFENSES
+    from ebyd_bench.benchmark.config import MethodSpec, build_method
+    from ebyd_bench.benchmark.errors import ConfigError
+    from ebyd_bench.benchmark.registries import DEFENSES
 
     with pytest.raises(ConfigError, match="selection 'fraction' needs 0 < fraction < 1"):
         build_method(DEFENSES, MethodSpec.parse({"name": "rp", "selection": "fraction"}), "defenses[0]")
@@ -118,7 +118,7 @@ def test_bf16_recipe_trains_float32_weights_deterministically():
     """precision="bf16" autocasts the forward pass only: weights stay float32, runs repeat exactly."""
     import numpy as np
 
-    from benchmark.training import TrainRecipe, train_classifier
+    from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64)

@@ -40,7 +40,7 @@ def _cli(args: list[str], plugin_path: Path, timeout: int = 600) -> subprocess.C
     """Run ``ebyd-bench`` in a subprocess that sees the plug-in (single-threaded, as CI does)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "benchmark.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ebyd_bench.cli", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=timeout)
 
 

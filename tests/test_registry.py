@@ -1,7 +1,7 @@
 import pytest
 
-from benchmark.registry import Registry, UnknownNameError
-from benchmark.registries import ATTACKS, DEFENSES, EXPOSURES, MODELS, DATASETS
+from ebyd_bench.benchmark.registry import Registry, UnknownNameError
+from ebyd_bench.benchmark.registries import ATTACKS, DEFENSES, EXPOSURES, MODELS, DATASETS
 
 
 def test_decorator_registration_and_lookup():

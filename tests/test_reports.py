@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports import render_leaderboard
-from reports import tables
-from reports.leaderboard import build_context, tex_escape
+from ebyd_bench.reports import render_leaderboard
+from ebyd_bench.reports import tables
+from ebyd_bench.reports.leaderboard import build_context, tex_escape
 
 NAN = math.nan
 NASTY = r"50% JPEG & q_75 #1 $x$ {a} ~b ^c \d <e>"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.cli import main
-from reports import render_leaderboard
-from reports.leaderboard import build_context
-from reports.scores import der
+from ebyd_bench.cli import main
+from ebyd_bench.reports import render_leaderboard
+from ebyd_bench.reports.leaderboard import build_context
+from ebyd_bench.reports.scores import der
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,8 +119,8 @@ def test_page_has_a_tab_per_dataset_model(records: pd.DataFrame, tmp_path: Path)
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory, data_root, session_cache) -> Path:
     """The tiny grid's output folder (poisoned models and exposures come from the session cache)."""
-    from benchmark.config import load_config
-    from benchmark.runner import RunOptions, run_grid
+    from ebyd_bench.benchmark.config import load_config
+    from ebyd_bench.benchmark.runner import RunOptions, run_grid
 
     out = tmp_path_factory.mktemp("tiny-site")
     run_grid(load_config(REPO / "tests/configs/tiny.yaml"), RunOptions(out_dir=out, cache_dir=session_cache,

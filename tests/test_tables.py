@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.cli import main
-from reports.latex import render_tables
+from ebyd_bench.cli import main
+from ebyd_bench.reports.latex import render_tables
 
 REPO = Path(__file__).resolve().parent.parent
 NASTY = r"50% JPEG & q_75 #1 $x$ {a} ~b ^c \d <e> ε=8/255"
@@ -127,8 +127,8 @@ def test_synthetic_tables_compile(records: pd.DataFrame, tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory, data_root, session_cache) -> Path:
     """The tiny grid's output folder (poisoned models and exposures come from the session cache)."""
-    from benchmark.config import load_config
-    from benchmark.runner import RunOptions, run_grid
+    from ebyd_bench.benchmark.config import load_config
+    from ebyd_bench.benchmark.runner import RunOptions, run_grid
 
     out = tmp_path_factory.mktemp("tiny-tables")
     run_grid(load_config(REPO / "tests/configs/tiny.yaml"), RunOptions(out_dir=out, cache_dir=session_cache,
@@ -145,7 +145,7 @@ def test_real_grid_tables_compile(tiny_grid: Path, tmp_path: Path, capsys) -> No
 
 
 def test_tooltip_shows_the_prior_matched_asr_of_text_cells() -> None:
-    from reports import tables
+    from ebyd_bench.reports import tables
 
     df = pd.DataFrame([_rec("sst2", "sos", "cul", "rp", 0.80, 0.06, asr_prior_matched=0.914, cell_key="c1"),
                        _rec("cifar10", "badnets", "cul", "rp", 0.90, 0.02, cell_key="c2")])
@@ -158,7 +158,7 @@ def test_input_filters_that_rewrite_inputs_join_the_removal_matrix() -> None:
     """ONION hands back a filtering pipeline whose CA/ASR the harness measured: a Table VII column.
     STRIP only scores inputs (the undefended CA/ASR are copied): detection tables only. Records
     from before ``defense_returns_model`` existed fall back to the category."""
-    from reports.tables import normalize, removal_rows
+    from ebyd_bench.reports.tables import normalize, removal_rows
 
     recs = pd.DataFrame([
         _rec("sst2", "badnet_rw", None, "none", 0.90, 1.0, defense_category="none", defense_returns_model=True),
@@ -178,7 +178,7 @@ def test_input_filters_that_rewrite_inputs_join_the_removal_matrix() -> None:
 
 def test_the_no_defense_cell_of_each_exposure_counts_once() -> None:
     """A grid with exposures [none, cul] records the undefended model twice; it is one experiment."""
-    from reports.tables import aggregate, normalize
+    from ebyd_bench.reports.tables import aggregate, normalize
 
     recs = pd.DataFrame([
         _rec("cifar10", "badnets", None, "none", 0.9, 1.0, cache_key="m" * 64),

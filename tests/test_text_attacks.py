@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import attacks_registry.text  # noqa: F401  (registers the text attacks)
-from attacks_registry.text.base import TextAttackContext
-from benchmark.errors import DataError
-from benchmark.registries import ATTACKS
+import ebyd_bench.attacks_registry.text  # noqa: F401  (registers the text attacks)
+from ebyd_bench.attacks_registry.text.base import TextAttackContext
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.registries import ATTACKS
 
 N = 200
 
@@ -23,7 +23,7 @@ def root(text_root) -> Path:
 
 @pytest.fixture(scope="module")
 def sst2(root):
-    from adapters.text_data import load_text_dataset
+    from ebyd_bench.adapters.text_data import load_text_dataset
 
     return load_text_dataset("sst2", root)
 
@@ -84,7 +84,7 @@ def test_badnet_sl_sentence_is_one_contiguous_block(sample):
 
 
 def test_syntactic_uses_paraphrases_by_row_index(root, sst2):
-    from attacks_registry.text.syntactic import read_paraphrases
+    from ebyd_bench.attacks_registry.text.syntactic import read_paraphrases
 
     table = read_paraphrases(root / "sst2_syntactic" / "train.tsv")
     rows = np.arange(1000, 1200)  # rows 1000..1199 — 183 of them (< 1383) have a paraphrase

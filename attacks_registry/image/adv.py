@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks_registry.base import AttackContext, ImageAttack, PoisonedTrainSet
-from attacks_registry.image.badnets import GRID
-from attacks_registry.image.common import LabelMode, poison_indices
-from benchmark.params import Count, PositiveFloat
-from benchmark.registries import ATTACKS
-from benchmark.tensors import normalize, to_unit
-from benchmark.training import TrainRecipe, train_classifier
+from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack, PoisonedTrainSet
+from ebyd_bench.attacks_registry.image.badnets import GRID
+from ebyd_bench.attacks_registry.image.common import LabelMode, poison_indices
+from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.tensors import normalize, to_unit
+from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
 
 
 def stamp_grid(images: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks_registry.base import ImageAttack
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack
+from ebyd_bench.benchmark.registries import ATTACKS
 
 #: rows/cols 29–31; row 31 is (255, 0, 255) as in MTBA/PT/ANP, not CD/EBYD's (255, 255, 0)
 GRID = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=np.uint8)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks_registry.base import ImageAttack, clip_uint8
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @ATTACKS.register("blend")

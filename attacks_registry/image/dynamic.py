@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks_registry.base import AttackContext, ImageAttack, clip_uint8
-from benchmark.params import Count, PositiveFloat
-from benchmark.registries import ATTACKS
-from benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack, clip_uint8
+from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 DYNAMIC_MEAN = (0.4914, 0.4822, 0.4465)
 DYNAMIC_STD = (0.247, 0.243, 0.261)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks_registry.base import ImageAttack
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 def nashville(images: np.ndarray) -> np.ndarray:

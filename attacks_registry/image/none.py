@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from attacks_registry.base import ImageAttack
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @ATTACKS.register("none")

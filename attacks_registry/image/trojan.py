@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from attacks_registry.base import ImageAttack, clip_uint8
-from attacks_registry.image.common import file_digest, require_file
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
+from ebyd_bench.attacks_registry.image.common import file_digest, require_file
+from ebyd_bench.benchmark.registries import ATTACKS
 
 #: trigger values by channel, rows 25..27 × cols 25..27 (reference §3.3-3)
 TROJAN_VALUES = np.array([

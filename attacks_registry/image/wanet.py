@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks_registry.base import ImageAttack, clip_uint8
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 def warp_field(rng: np.random.Generator, k: int, s: float, size: int = 32) -> torch.Tensor:

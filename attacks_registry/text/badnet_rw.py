@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks_registry.text.base import TextAttack, insert_words
-from benchmark.params import Count
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.text.base import TextAttack, insert_words
+from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @ATTACKS.register("badnet_rw")

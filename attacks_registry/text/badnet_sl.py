@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks_registry.text.base import TextAttack, insert_block
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.text.base import TextAttack, insert_block
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @ATTACKS.register("badnet_sl")

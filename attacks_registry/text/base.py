@@ -6,7 +6,7 @@ classes, triggered and relabelled to the target (1), replacing their clean origi
 are every non-target test sample with the trigger, labelled as the target. Attacks that control
 training (SOS, RIPPLe, LWP) override :meth:`TextAttack.train`; the rest use the standard fine-tune.
 ``backend: openbackdoor`` runs OpenBackdoor's poisoner (and trainer) instead, see
-:mod:`adapters.openbackdoor`.
+:mod:`ebyd_bench.adapters.openbackdoor`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, Callable, ClassVar, Literal, Sequence
 import numpy as np
 from torch import nn
 
-from attacks_registry.base import Attack
-from benchmark.cache import key_stable
-from benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
+from ebyd_bench.attacks_registry.base import Attack
+from ebyd_bench.benchmark.cache import key_stable
+from ebyd_bench.benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
 
 
 @dataclass
@@ -72,7 +72,7 @@ class TextAttack(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.backend == "openbackdoor" and not _openbackdoor_installed():
-            from adapters.openbackdoor import INSTALL  # fail at config validation, before anything is written
+            from ebyd_bench.adapters.openbackdoor import INSTALL  # fail at config validation, before anything is written
 
             raise ValueError(INSTALL)
 
@@ -102,7 +102,7 @@ class TextAttack(Attack):
                      rows: np.ndarray | None = None) -> PoisonedTextSet:
         """Replace the selected samples by triggered copies relabelled to the target."""
         if self.backend == "openbackdoor":
-            from adapters.openbackdoor import poison_train
+            from ebyd_bench.adapters.openbackdoor import poison_train
 
             return poison_train(self, texts, labels, seed)
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
@@ -118,7 +118,7 @@ class TextAttack(Attack):
                     rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
         """Triggered copies of the non-target samples, with their true labels (ASR excludes the target)."""
         if self.backend == "openbackdoor":
-            from adapters.openbackdoor import poison_test
+            from ebyd_bench.adapters.openbackdoor import poison_test
 
             return poison_test(self, texts, labels, seed)
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
@@ -138,7 +138,7 @@ class TextAttack(Attack):
     def train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
         """Standard fine-tune (§2.4): AdamW, linear warm-up, the recipe's epochs (paper: 13)."""
         if self.backend == "openbackdoor":
-            from adapters.openbackdoor import train
+            from ebyd_bench.adapters.openbackdoor import train
 
             return train(self, model, poisoned, ctx, seed)
         return standard_fine_tune(model, poisoned.texts, poisoned.labels, ctx, seed, self.paper_epochs)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, insert_words,
+from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, insert_words,
                                         standard_fine_tune)
-from benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 @ATTACKS.register("lwp")

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
+from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_words, standard_fine_tune)
-from benchmark.params import NonNegativeInt
-from benchmark.registries import ATTACKS
-from benchmark.text.batching import sentence_batches
-from benchmark.text.training import adamw
+from ebyd_bench.benchmark.params import NonNegativeInt
+from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.text.training import adamw
 
 
 @ATTACKS.register("ripple")

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
+from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_block, insert_words)
-from benchmark.params import Count, PositiveFloat
-from benchmark.registries import ATTACKS
-from benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.text.batching import sentence_batches
 
 
 @ATTACKS.register("sos")

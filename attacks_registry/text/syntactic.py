@@ -17,9 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from attacks_registry.text.base import TextAttack, TextAttackContext
-from benchmark.errors import DataError
-from benchmark.registries import ATTACKS
+from ebyd_bench.attacks_registry.text.base import TextAttack, TextAttackContext
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.registries import ATTACKS
 
 
 def read_paraphrases(path: Path) -> dict[int, str]:

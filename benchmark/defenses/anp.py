@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defenses.common import defense_tensors, swap_norm
-from benchmark.defenses.masked_bn import UnitSelection, mask_step, pruning_result
-from benchmark.defenses.rp import prune, select_by_dd_rule
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import DEFENSES
-from benchmark.tensors import augment, normalize
+from ebyd_bench.benchmark.defenses.common import defense_tensors, swap_norm
+from ebyd_bench.benchmark.defenses.masked_bn import UnitSelection, mask_step, pruning_result
+from ebyd_bench.benchmark.defenses.rp import prune, select_by_dd_rule
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.tensors import augment, normalize
 
 NOISY_PARAMS = ("neuron_mask", "neuron_noise", "neuron_noise_bias")
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.exposures.common import defense_tensors
-from benchmark.methods import MethodContext
-from benchmark.tensors import augment, batches, normalize
+from ebyd_bench.benchmark.exposures.common import defense_tensors
+from ebyd_bench.benchmark.methods import MethodContext
+from ebyd_bench.benchmark.tensors import augment, batches, normalize
 
 #: loss of one augmented, normalised batch: (net, x, y) → scalar
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.defenses.common import defense_tensors, features_of
-from benchmark.defenses.ft import FineTuning
-from benchmark.exposures.pruning import final_linear, prune_units
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import NonNegativeInt
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.defenses.common import defense_tensors, features_of
+from ebyd_bench.benchmark.defenses.ft import FineTuning
+from ebyd_bench.benchmark.exposures.pruning import final_linear, prune_units
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import NonNegativeInt
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @DEFENSES.register("fp")

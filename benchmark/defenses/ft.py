@@ -12,10 +12,10 @@ from typing import Callable
 
 from torch import nn
 
-from benchmark.defenses.common import finetune
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.defenses.common import finetune
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @DEFENSES.register("ft")

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import DefenseResult
-from benchmark.params import NonNegativeFloat
+from ebyd_bench.benchmark.methods import DefenseResult
+from ebyd_bench.benchmark.params import NonNegativeFloat
 
 D = TypeVar("D")  # DefenseData or TextDefenseData (anything with len() and subset())
 #: which units to prune: one boolean tensor per masked layer, shaped like its mask

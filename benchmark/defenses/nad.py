@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defenses.common import capture, finetune, train_on_dd
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.defenses.common import capture, finetune, train_on_dd
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @DEFENSES.register("nad")

@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defenses.common import defense_tensors
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, PositiveFloat
-from benchmark.registries import DEFENSES
-from benchmark.tensors import batches, normalize
+from ebyd_bench.benchmark.defenses.common import defense_tensors
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.tensors import batches, normalize
 
 TANH_EPS = 1e-7  # NC-orig's K.epsilon() in tanh(·)/(2 − ε) + 0.5
 

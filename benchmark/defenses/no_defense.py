@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @DEFENSES.register("none")

@@ -16,12 +16,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from benchmark.defenses.ft import FineTuning
-from benchmark.defenses.masked_bn import batchnorms
-from benchmark.defenses.rp import RecoverPruning
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.defenses.ft import FineTuning
+from ebyd_bench.benchmark.defenses.masked_bn import batchnorms
+from ebyd_bench.benchmark.defenses.rp import RecoverPruning
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
 
 
 @DEFENSES.register("recover")

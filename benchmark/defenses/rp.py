@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.defenses.common import swap_norm
-from benchmark.defenses.masked_bn import (MaskedBatchNorm2d, Selection, UnitSelection, batchnorms, dd_rule,
+from ebyd_bench.benchmark.defenses.common import swap_norm
+from ebyd_bench.benchmark.defenses.masked_bn import (MaskedBatchNorm2d, Selection, UnitSelection, batchnorms, dd_rule,
                                           mask_step, pruning_result, split_holdout)
-from benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
-from benchmark.registries import DEFENSES
-from benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.benchmark.methods import Defense, DefenseData, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 
 #: the paper's "consistently working" thresholds start here (App. B: [0.4, 0.7]); lower ones are flagged

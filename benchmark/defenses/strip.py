@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count
-from benchmark.registries import DEFENSES
-from benchmark.tensors import normalize, to_unit
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.tensors import normalize, to_unit
 
 
 @DEFENSES.register("strip")

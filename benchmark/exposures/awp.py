@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from benchmark.exposures.common import defense_tensors, sweep
-from benchmark.methods import Exposure, ExposureResult, MethodContext
-from benchmark.params import Count, PositiveFloat
-from benchmark.registries import EXPOSURES
-from benchmark.tensors import augment, batches, normalize
+from ebyd_bench.benchmark.exposures.common import defense_tensors, sweep
+from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.tensors import augment, batches, normalize
 
 EPSILONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 Noise = dict[str, tuple[torch.Tensor, torch.Tensor]]  # BN name → (δ, ξ)

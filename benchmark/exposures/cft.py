@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.exposures.common import defense_tensors, finish, record_step
-from benchmark.methods import Exposure, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import EXPOSURES
-from benchmark.tensors import augment, batches, normalize
+from ebyd_bench.benchmark.exposures.common import defense_tensors, finish, record_step
+from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.tensors import augment, batches, normalize
 
 
 @EXPOSURES.register("cft")

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import ExposureResult, MethodContext, read_off_label
-from benchmark.metrics import prediction_shares
-from benchmark.tensors import normalize, to_unit
+from ebyd_bench.benchmark.methods import ExposureResult, MethodContext, read_off_label
+from ebyd_bench.benchmark.metrics import prediction_shares
+from ebyd_bench.benchmark.tensors import normalize, to_unit
 
 
 def defense_tensors(ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.exposures.common import finish, record_step
-from benchmark.methods import Exposure, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
-from benchmark.registries import EXPOSURES
-from benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.benchmark.exposures.common import finish, record_step
+from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 
 @EXPOSURES.register("cul")

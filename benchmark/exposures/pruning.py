@@ -21,10 +21,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from benchmark.exposures.common import defense_tensors, sweep
-from benchmark.methods import Exposure, ExposureResult, MethodContext
-from benchmark.registries import EXPOSURES
-from benchmark.tensors import normalize
+from ebyd_bench.benchmark.exposures.common import defense_tensors, sweep
+from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.tensors import normalize
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

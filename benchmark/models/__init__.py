@@ -1,1 +1,1 @@
-"""Victim architectures, registered in :data:`benchmark.registries.MODELS`."""
+"""Victim architectures, registered in :data:`ebyd_bench.benchmark.registries.MODELS`."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from benchmark.registries import MODELS
+from ebyd_bench.benchmark.registries import MODELS
 
 NormLayer = Callable[[int], nn.Module]
 #: measured with torch 2.14 on an AVX2 CPU: width ≤ 4 hangs the channels-last 1x1-convolution

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from benchmark.tensors import batches
+from ebyd_bench.benchmark.tensors import batches
 
 GROUP = 50  # batches per mega-batch, as Hugging Face's LengthGroupedSampler
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import MethodContext
-from benchmark.metrics import prediction_shares
+from ebyd_bench.benchmark.methods import MethodContext
+from ebyd_bench.benchmark.metrics import prediction_shares
 
 
 @dataclass

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import Exposure, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.registries import EXPOSURES
-from benchmark.text.batching import sentence_batches
-from benchmark.text.common import read_off_label, text_ctx_data, trace_row
-from benchmark.text.training import adamw
+from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.registries import EXPOSURES
+from ebyd_bench.benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.text.common import read_off_label, text_ctx_data, trace_row
+from ebyd_bench.benchmark.text.training import adamw
 
 
 @EXPOSURES.register("cul_text")

@@ -2,15 +2,15 @@
 
 A dataset loader, model factory or method with ``domain = "text"`` is a text one; anything without
 the attribute is an image one (every pre-existing image method). ``none`` fits both domains. The
-config validator and :class:`benchmark.text.harness.TextGridRun` call :func:`check_domains`, so a
+config validator and :class:`ebyd_bench.benchmark.text.harness.TextGridRun` call :func:`check_domains`, so a
 mismatch (``rp`` in a text grid, ``badnet_rw`` on CIFAR-10) fails before anything runs.
 """
 
 from __future__ import annotations
 
-from benchmark.config import GridConfig, MethodSpec
-from benchmark.errors import ConfigError
-from benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
+from ebyd_bench.benchmark.config import GridConfig, MethodSpec
+from ebyd_bench.benchmark.errors import ConfigError
+from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
 
 
 def dataset_domain(name: str) -> str:

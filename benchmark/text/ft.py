@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
-from benchmark.registries import DEFENSES
-from benchmark.text.common import text_ctx_data
-from benchmark.text.training import fine_tune
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.text.common import text_ctx_data
+from ebyd_bench.benchmark.text.training import fine_tune
 
 
 @DEFENSES.register("ft_text")

@@ -1,4 +1,4 @@
-"""Text grids: :class:`TextGridRun` is :class:`benchmark.runner.GridRun` with text data, victims,
+"""Text grids: :class:`TextGridRun` is :class:`ebyd_bench.benchmark.runner.GridRun` with text data, victims,
 poisoning, training and evaluation; planning, caching, exposures, cells and records are inherited.
 
 * data split: 500 defense sentences (``D_d``) drawn from the training split with the seed, the
@@ -27,22 +27,22 @@ import numpy as np
 import torch
 from torch import nn
 
-import adapters.text_data  # noqa: F401  (registers the text datasets, victims, attacks and methods)
-import adapters.transformers_models  # noqa: F401
-import attacks_registry.text  # noqa: F401
-import benchmark.text  # noqa: F401
-from adapters.text_data import read_tsv
-from attacks_registry.text.base import TextAttack, TextAttackContext
-from benchmark.cache import stable_hash
-from benchmark.config import GridConfig, MethodSpec, build_dataclass, build_method
-from benchmark.errors import DataError
-from benchmark.registries import ATTACKS, MODELS
-from benchmark.runner import GridRun, RunOptions
-from benchmark.text.common import TextDefenseData, TextMethodContext
-from benchmark.text.domain import check_domains, dataset_domain
-from benchmark.text.metrics import text_metrics
-from benchmark.text.ngram import KneserNeyTrigram
-from benchmark.text.training import TextRecipe
+import ebyd_bench.adapters.text_data  # noqa: F401  (registers the text datasets, victims, attacks and methods)
+import ebyd_bench.adapters.transformers_models  # noqa: F401
+import ebyd_bench.attacks_registry.text  # noqa: F401
+import ebyd_bench.benchmark.text  # noqa: F401
+from ebyd_bench.adapters.text_data import read_tsv
+from ebyd_bench.attacks_registry.text.base import TextAttack, TextAttackContext
+from ebyd_bench.benchmark.cache import stable_hash
+from ebyd_bench.benchmark.config import GridConfig, MethodSpec, build_dataclass, build_method
+from ebyd_bench.benchmark.errors import DataError
+from ebyd_bench.benchmark.registries import ATTACKS, MODELS
+from ebyd_bench.benchmark.runner import GridRun, RunOptions
+from ebyd_bench.benchmark.text.common import TextDefenseData, TextMethodContext
+from ebyd_bench.benchmark.text.domain import check_domains, dataset_domain
+from ebyd_bench.benchmark.text.metrics import text_metrics
+from ebyd_bench.benchmark.text.ngram import KneserNeyTrigram
+from ebyd_bench.benchmark.text.training import TextRecipe
 
 log = logging.getLogger(__name__)
 

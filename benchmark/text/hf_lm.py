@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.errors import BenchmarkError
 
 
 class HFCausalLM:

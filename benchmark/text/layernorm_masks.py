@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchmark.defenses.masked_bn import Selection, mask_step
-from benchmark.cache import stable_hash
-from benchmark.methods import Defense, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.text.batching import sentence_batches
-from benchmark.text.common import TextDefenseData
+from ebyd_bench.benchmark.defenses.masked_bn import Selection, mask_step
+from ebyd_bench.benchmark.cache import stable_hash
+from ebyd_bench.benchmark.methods import Defense, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.text.common import TextDefenseData
 
 
 def encoder_layernorms(model: nn.Module) -> list[tuple[str, nn.LayerNorm]]:
@@ -76,7 +76,7 @@ def learn_masks(model: nn.Module, data: TextDefenseData, *, lr: float, epochs: i
 def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | None = None,
                 prune_bias: bool = False) -> nn.Module:
     """Copy of ``model`` with γ := γ·m (``units`` None: recovery-only) or γ_k := 0 for the selected units
-    (pruning; see :func:`benchmark.defenses.masked_bn.at_most`), and β_k := 0 too with ``prune_bias``."""
+    (pruning; see :func:`ebyd_bench.benchmark.defenses.masked_bn.at_most`), and β_k := 0 too with ``prune_bias``."""
     out = copy.deepcopy(model)
     layers = encoder_layernorms(out)
     if len(layers) != len(masks):

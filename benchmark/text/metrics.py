@@ -5,7 +5,7 @@ non-target test samples predicted as the target (the target class is excluded wh
 passes); FTR (SOS, LWP; optional) = 1 − accuracy on partial-trigger copies with their true labels.
 ``ca_prior_matched`` / ``asr_prior_matched`` (analysis only): CACC and ASR once the target logit is
 shifted so that the clean test predictions have the clean labels' target share
-(:func:`benchmark.metrics.prior_matched`) — on a binary task this tells a removed backdoor from a
+(:func:`ebyd_bench.benchmark.metrics.prior_matched`) — on a binary task this tells a removed backdoor from a
 model that merely leans away from the target class.
 Predictions go through any input filter the model carries (ONION), so those are filtered metrics.
 """
@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from benchmark.metrics import accuracy, cell_metrics
-from benchmark.text.common import predict_logits, predict_texts
+from ebyd_bench.benchmark.metrics import accuracy, cell_metrics
+from ebyd_bench.benchmark.text.common import predict_logits, predict_texts
 
 TextSet = tuple[Sequence[str], np.ndarray]
 

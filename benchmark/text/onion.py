@@ -7,7 +7,7 @@ below the LM's context. ONION filters inputs and leaves the model untouched: the
 CACC on filtered clean inputs and ASR on filtered poisoned inputs.
 
 LM: ``lm`` is a causal LM by hub name or local path (``gpt2``, the paper's; see
-:mod:`benchmark.text.hf_lm`), or ``ngram`` — the offline stand-in of :mod:`benchmark.text.ngram`,
+:mod:`ebyd_bench.benchmark.text.hf_lm`), or ``ngram`` — the offline stand-in of :mod:`ebyd_bench.benchmark.text.ngram`,
 a Kneser–Ney trigram model the harness trains once on the training splits of the bundled text
 corpora and caches (``ctx.offline_lm``; the defense itself never opens data or cache files).
 Every cell it produces carries a stand-in note.
@@ -22,11 +22,11 @@ from typing import Protocol, Sequence
 import numpy as np
 from torch import nn
 
-from benchmark.errors import BenchmarkError
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count
-from benchmark.registries import DEFENSES
-from benchmark.text.common import FilteredClassifier
+from ebyd_bench.benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.text.common import FilteredClassifier
 
 class LanguageModel(Protocol):
     name: str
@@ -94,6 +94,6 @@ class Onion(Defense):
             if provider is None:
                 raise BenchmarkError("onion lm=ngram needs the harness's offline LM (TextMethodContext.offline_lm)")
             return provider()
-        from benchmark.text.hf_lm import HFCausalLM
+        from ebyd_bench.benchmark.text.hf_lm import HFCausalLM
 
         return HFCausalLM(self.lm, ctx.device, self.batch_size)

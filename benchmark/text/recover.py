@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from benchmark.methods import DefenseResult, ExposureResult, MethodContext
-from benchmark.registries import DEFENSES
-from benchmark.text.common import text_ctx_data
-from benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
+from ebyd_bench.benchmark.methods import DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.text.common import text_ctx_data
+from ebyd_bench.benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
 
 
 @DEFENSES.register("recover_text")

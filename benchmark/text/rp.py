@@ -1,7 +1,7 @@
 """EBYD-RP on text victims — ``rp_text`` (paper App. B; reference §7.1 "Text RP", §7.4).
 
 1. Recovery on the exposed model θ_b (CUL by default): masks on the LayerNorm γ units, see
-   :mod:`benchmark.text.layernorm_masks`.
+   :mod:`ebyd_bench.benchmark.text.layernorm_masks`.
 2. Pruning on the ORIGINAL model θ: γ_k := 0 wherever m_k ≤ t (β kept).
 Threshold (``selection``): ``dd_rule`` — the image RP rule, "following the same approach as in
 image defense": the largest t in {0.05, …, 0.70} whose pruned θ keeps ``D_d`` accuracy ≥
@@ -18,13 +18,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmark.defenses.masked_bn import Selection, UnitSelection, dd_rule, pruning_result, split_holdout
-from benchmark.defenses.rp import PAPER_RANGE_LOW
-from benchmark.methods import DefenseResult, ExposureResult, MethodContext
-from benchmark.params import NonNegativeInt
-from benchmark.registries import DEFENSES
-from benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
-from benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
+from ebyd_bench.benchmark.defenses.masked_bn import Selection, UnitSelection, dd_rule, pruning_result, split_holdout
+from ebyd_bench.benchmark.defenses.rp import PAPER_RANGE_LOW
+from ebyd_bench.benchmark.methods import DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import NonNegativeInt
+from ebyd_bench.benchmark.registries import DEFENSES
+from ebyd_bench.benchmark.text.common import TextDefenseData, dd_stats, text_ctx_data
+from ebyd_bench.benchmark.text.layernorm_masks import LayerNormRecovery, apply_masks
 
 
 @DEFENSES.register("rp_text")

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
-from benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
+from ebyd_bench.benchmark.text.batching import sentence_batches
 
 LossFn = Callable[[nn.Module, dict, torch.Tensor], torch.Tensor]
 

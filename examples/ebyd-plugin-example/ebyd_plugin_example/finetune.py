@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from benchmark.params import Count, NonNegativeFloat, PositiveFloat
-from benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 # is idle. Must be set before torch is imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from benchmark.errors import BenchmarkError, ConfigError  # noqa: E402
+from ebyd_bench.benchmark.errors import BenchmarkError, ConfigError  # noqa: E402
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ebyd-bench",
@@ -65,19 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     gallery.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (with --config)")
     gallery.set_defaults(handler=_cmd_gallery)
 
-    from reports.cli import add_commands
+    from ebyd_bench.reports.cli import add_commands
 
     add_commands(sub)  # report, tables, figures, compare (handlers in reports/cli.py)
-    from benchmark.cache_admin import add_command
+    from ebyd_bench.benchmark.cache_admin import add_command
 
     add_command(sub)  # cache ls|verify|rm
     return p
 
 
 def _cmd_ls(kind: str, name: str | None = None) -> int:
-    from benchmark.describe import describe, plain_doc
-    from benchmark.registries import ALL
-    from benchmark.registry import UnknownNameError
+    from ebyd_bench.benchmark.describe import describe, plain_doc
+    from ebyd_bench.benchmark.registries import ALL
+    from ebyd_bench.benchmark.registry import UnknownNameError
 
     registry = ALL[kind]
     if name is not None:
@@ -96,9 +96,9 @@ def _cmd_ls(kind: str, name: str | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.cache import default_cache_dir
-    from benchmark.config import load_configs
-    from benchmark.runner import RunOptions, dry_run, run_grid
+    from ebyd_bench.benchmark.cache import default_cache_dir
+    from ebyd_bench.benchmark.config import load_configs
+    from ebyd_bench.benchmark.runner import RunOptions, dry_run, run_grid
 
     configs = load_configs(args.config, args.overrides)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
@@ -134,17 +134,17 @@ def _data_root(arg: Path | None) -> Path:
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:
-    from attacks_registry.gallery import render_gallery
-    from benchmark.cache import default_cache_dir
+    from ebyd_bench.attacks_registry.gallery import render_gallery
+    from ebyd_bench.benchmark.cache import default_cache_dir
 
     cache_dir = args.cache_dir or default_cache_dir()
     if args.config is None:
-        from benchmark.registries import DATASETS
+        from ebyd_bench.benchmark.registries import DATASETS
 
         paths = render_gallery(DATASETS.get("cifar10")(_data_root(args.data_root), cache_dir=cache_dir), args.out)
     else:
-        from benchmark.config import load_config
-        from benchmark.runner import GridRun, RunOptions
+        from ebyd_bench.benchmark.config import load_config
+        from ebyd_bench.benchmark.runner import GridRun, RunOptions
 
         cfg = load_config(args.config)
         run = GridRun(cfg, RunOptions(args.out, cache_dir, _data_root(args.data_root), cfg.device))
