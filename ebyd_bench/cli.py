@@ -97,8 +97,8 @@ def _cmd_ls(kind: str, name: str | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ebyd_bench.benchmark.cache import default_cache_dir
-    from ebyd_bench.benchmark.config import load_configs
-    from ebyd_bench.benchmark.runner import RunOptions, dry_run, run_grid
+    from ebyd_bench.benchmark.grid.config import load_configs
+    from ebyd_bench.benchmark.grid.runner import RunOptions, dry_run, run_grid
 
     configs = load_configs(args.config, args.overrides)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
@@ -134,7 +134,7 @@ def _data_root(arg: Path | None) -> Path:
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:
-    from ebyd_bench.attacks_registry.gallery import render_gallery
+    from ebyd_bench.reports.gallery import render_gallery
     from ebyd_bench.benchmark.cache import default_cache_dir
 
     cache_dir = args.cache_dir or default_cache_dir()
@@ -143,8 +143,8 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 
         paths = render_gallery(DATASETS.get("cifar10")(_data_root(args.data_root), cache_dir=cache_dir), args.out)
     else:
-        from ebyd_bench.benchmark.config import load_config
-        from ebyd_bench.benchmark.runner import GridRun, RunOptions
+        from ebyd_bench.benchmark.grid.config import load_config
+        from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions
 
         cfg = load_config(args.config)
         run = GridRun(cfg, RunOptions(args.out, cache_dir, _data_root(args.data_root), cfg.device))

@@ -96,7 +96,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ebyd_bench.benchmark.io import atomic_write_text
-    from ebyd_bench.results.compare import compare, load_store, parse_tolerances, render_markdown
+    from ebyd_bench.reports.compare import compare, load_store, parse_tolerances, render_markdown
 
     try:
         tolerances = parse_tolerances(args.tolerance)

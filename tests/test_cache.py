@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from ebyd_bench.benchmark.cache import ArtifactCache, stable_hash
-from ebyd_bench.benchmark.config import MethodSpec, validate_config
+from ebyd_bench.benchmark.grid.config import MethodSpec, validate_config
 from ebyd_bench.benchmark.errors import CacheError
 from ebyd_bench.benchmark.registries import DEFENSES, EXPOSURES
-from ebyd_bench.benchmark.runner import GridRun, RunOptions
+from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
        "model": {"name": "resnet18_narrow", "params": {"width": 8}},
@@ -161,12 +161,12 @@ def test_stable_hash_ignores_key_order():
 
 
 def test_bf16_without_native_support_warns(run_for, monkeypatch, caplog):
-    monkeypatch.setattr("ebyd_bench.benchmark.runner.native_bf16", lambda device: False)
-    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.runner"):
+    monkeypatch.setattr("ebyd_bench.benchmark.grid.runner.native_bf16", lambda device: False)
+    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.grid.runner"):
         run_for({**RAW, "recipe": {"name": "tiny", "epochs": 1, "precision": "bf16"}})
     assert "precision bf16 on cpu" in caplog.text and "without native bf16" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.runner"):
+    with caplog.at_level("WARNING", logger="ebyd_bench.benchmark.grid.runner"):
         run_for(RAW)
     assert "bf16" not in caplog.text
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ebyd_bench.cli import main
-from ebyd_bench.results.compare import compare, describe, parse_tolerances, render_markdown
+from ebyd_bench.reports.compare import compare, describe, parse_tolerances, render_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,8 +87,8 @@ def test_match_by_fields_when_keys_change() -> None:
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory, data_root, session_cache) -> Path:
     """The tiny grid's output folder (poisoned models and exposures come from the session cache)."""
-    from ebyd_bench.benchmark.config import load_config
-    from ebyd_bench.benchmark.runner import RunOptions, run_grid
+    from ebyd_bench.benchmark.grid.config import load_config
+    from ebyd_bench.benchmark.grid.runner import RunOptions, run_grid
 
     out = tmp_path_factory.mktemp("tiny-compare")
     run_grid(load_config(REPO / "tests/configs/tiny.yaml"), RunOptions(out_dir=out, cache_dir=session_cache,

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from ebyd_bench.benchmark.config import apply_overrides, load_config, load_configs, validate_config
+from ebyd_bench.benchmark.grid.config import apply_overrides, load_config, load_configs, validate_config
 from ebyd_bench.benchmark.errors import ConfigError
 
 BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
@@ -91,7 +91,7 @@ def test_the_config_a_run_writes_loads_back_to_the_same_grid(tmp_path):
     """OUT/config.yaml is the input form again, so a run can be repeated from it."""
     from pathlib import Path
 
-    from ebyd_bench.benchmark.runner import _dump_yaml
+    from ebyd_bench.benchmark.grid.runner import _dump_yaml
 
     for preset in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         for cfg in load_configs(preset):

@@ -11,7 +11,7 @@ included) runs in a fresh Python process that holds no test data at all, under a
   ``$EBYD_DATA_ROOT``) or the artifact caches (``$EBYD_CACHE_DIR``, the user cache folder, where
   decoded datasets and poisoned models live) raises;
 * importing a module of the data or attack side (``adapters``, ``attacks_registry``,
-  ``ebyd_bench.benchmark.runner``, ``ebyd_bench.cli``, ``results``) raises, whether by an import statement or
+  ``ebyd_bench.benchmark.grid.runner``, ``ebyd_bench.cli``, ``results``) raises, whether by an import statement or
   ``importlib`` (a first meta-path finder), and so does opening their source files — these are the
   only code paths to the test split, the triggers and the poisoned data. The child first checks
   that none of them was imported by the defenses themselves (a cached module needs no import).
@@ -52,7 +52,7 @@ import importlib, inspect, json, os, sys
 from dataclasses import dataclass
 
 FORBIDDEN_ROOTS = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
-FORBIDDEN_MODULES = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.runner", "ebyd_bench.cli", "ebyd_bench.results")
+FORBIDDEN_MODULES = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.grid.runner", "ebyd_bench.cli", "ebyd_bench.results")
 TINY = json.loads(sys.argv[2])
 armed, violations = [False], []
 

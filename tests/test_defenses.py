@@ -28,7 +28,7 @@ from ebyd_bench.benchmark.methods import DefenseData, ExposureResult, MethodCont
 from ebyd_bench.benchmark.metrics import input_filter_metrics
 from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
 from ebyd_bench.benchmark.registries import DEFENSES
-from ebyd_bench.benchmark.summary import grid_statistics, label_detection_auroc, model_detection_auroc
+from ebyd_bench.reports.statistics import grid_statistics, label_detection_auroc, model_detection_auroc
 from ebyd_bench.benchmark.tensors import CIFAR_MEAN, CIFAR_STD, normalize, to_unit
 from ebyd_bench.benchmark.training import TrainRecipe, predict, train_classifier
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ebyd_bench.attacks_registry.base import AttackContext
-from ebyd_bench.attacks_registry.gallery import clean_examples, gallery_rows, render_gallery
+from ebyd_bench.reports.gallery import clean_examples, gallery_rows, render_gallery
 from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
 
 TINY_ADV = {"name": "adv", "surrogate_epochs": 1, "surrogate_schedule": "multistep", "surrogate_batch_size": 64}

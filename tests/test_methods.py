@@ -65,7 +65,7 @@ def test_fraction_selection_prunes_the_lowest_masks_with_ties_in_layer_order():
 
 
 def test_rp_fraction_mode_prunes_that_share_of_channels_and_needs_a_fraction(small_ctx):
-    from ebyd_bench.benchmark.config import MethodSpec, build_method
+    from ebyd_bench.benchmark.grid.config import MethodSpec, build_method
     from ebyd_bench.benchmark.errors import ConfigError
     from ebyd_bench.benchmark.registries import DEFENSES
 

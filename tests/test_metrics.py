@@ -32,7 +32,7 @@ def test_prediction_shares():
 def test_exposure_detection_auroc_separates_clean_from_backdoored():
     import pandas as pd
 
-    from ebyd_bench.benchmark.summary import exposure_detection_auroc
+    from ebyd_bench.reports.statistics import exposure_detection_auroc
 
     rows = [
         {"attack": "badnets", "exposure": "cul", "cache_key": "a", "exposed_label_share": 0.95},
@@ -50,7 +50,7 @@ def test_exposure_detection_auroc_separates_clean_from_backdoored():
 def test_grid_statistics_keep_labelled_exposure_settings_apart():
     import pandas as pd
 
-    from ebyd_bench.benchmark.summary import grid_statistics
+    from ebyd_bench.reports.statistics import grid_statistics
 
     rows = [{"attack": a, "exposure": "cul", "exposure_label": label, "cache_key": key, "exposed_label_share": share}
             for label, shares in (("cul", (0.9, 0.5)), ("cul-3ep", (0.4, 0.6)))

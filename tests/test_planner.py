@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from ebyd_bench.benchmark.config import validate_config
-from ebyd_bench.benchmark.runner import GridRun, RunOptions
+from ebyd_bench.benchmark.grid.config import validate_config
+from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions
 
 RAW = {"dataset": {"name": "cifar10", "train_subset": 600, "test_subset": 200, "defense_size": 100},
        "model": {"name": "resnet18_narrow", "params": {"width": 8}}, "recipe": {"name": "tiny", "epochs": 1},
@@ -41,7 +41,7 @@ def test_defense_in_training_adds_clean_defense_data_to_victim_training(tmp_path
     """The ablation trains on the poisoned split plus D_d, unpoisoned; by default D_d is held out."""
     import numpy as np
 
-    import ebyd_bench.benchmark.runner as runner
+    import ebyd_bench.benchmark.grid.runner as runner
 
     seen = {}
 

@@ -127,8 +127,8 @@ def test_synthetic_tables_compile(records: pd.DataFrame, tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory, data_root, session_cache) -> Path:
     """The tiny grid's output folder (poisoned models and exposures come from the session cache)."""
-    from ebyd_bench.benchmark.config import load_config
-    from ebyd_bench.benchmark.runner import RunOptions, run_grid
+    from ebyd_bench.benchmark.grid.config import load_config
+    from ebyd_bench.benchmark.grid.runner import RunOptions, run_grid
 
     out = tmp_path_factory.mktemp("tiny-tables")
     run_grid(load_config(REPO / "tests/configs/tiny.yaml"), RunOptions(out_dir=out, cache_dir=session_cache,

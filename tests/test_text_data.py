@@ -57,9 +57,9 @@ def test_hub_fallback_without_datasets_package(tmp_path, monkeypatch):
 
 
 def test_defense_data_is_excluded_from_victim_training(text_root, tmp_path):
-    from ebyd_bench.benchmark.config import GridConfig
-    from ebyd_bench.benchmark.runner import RunOptions
-    from ebyd_bench.benchmark.text.harness import TextGridRun
+    from ebyd_bench.benchmark.grid.config import GridConfig
+    from ebyd_bench.benchmark.grid.runner import RunOptions
+    from ebyd_bench.benchmark.domains.text import TextGridRun
 
     cfg = GridConfig.model_validate({
         "name": "split", "dataset": {"name": "sst2", "train_subset": 300, "defense_size": 500},

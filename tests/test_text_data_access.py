@@ -2,7 +2,7 @@
 (``test_defense_data_access.py``) checks for image defenses: each registered text defense runs in a
 fresh process under an audit-hook tripwire that raises on opening or listing the data roots or
 artifact caches, and on importing the data/attack side (``adapters``, ``attacks_registry``,
-``ebyd_bench.benchmark.runner``, ``ebyd_bench.cli``, ``results``). A cheating defense must be caught."""
+``ebyd_bench.benchmark.grid.runner``, ``ebyd_bench.cli``, ``results``). A cheating defense must be caught."""
 
 import json
 import os
@@ -23,7 +23,7 @@ CHILD = r'''
 import json, os, sys
 roots = [os.path.realpath(p) for p in json.loads(sys.argv[1])]
 tiny = json.loads(sys.argv[2])
-FORBIDDEN = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.runner", "ebyd_bench.cli", "ebyd_bench.results")
+FORBIDDEN = ("ebyd_bench.adapters", "ebyd_bench.attacks_registry", "ebyd_bench.benchmark.grid.runner", "ebyd_bench.cli", "ebyd_bench.results")
 armed, violations = [False], []
 
 def forbidden(name):

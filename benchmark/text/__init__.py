@@ -2,7 +2,7 @@
 
 Importing this package registers the text exposure and defenses under their own names —
 ``cul_text``, ``rp_text``, ``recover_text``, ``ft_text`` and ``onion`` — each with
-``domain = "text"``; :mod:`ebyd_bench.benchmark.text.harness` runs text grids.
+``domain = "text"``; :mod:`ebyd_bench.benchmark.domains.text` runs text grids.
 """
 
 from ebyd_bench.benchmark.text import cul, ft, onion, recover, rp  # noqa: F401

@@ -2,13 +2,13 @@
 
 A dataset loader, model factory or method with ``domain = "text"`` is a text one; anything without
 the attribute is an image one (every pre-existing image method). ``none`` fits both domains. The
-config validator and :class:`ebyd_bench.benchmark.text.harness.TextGridRun` call :func:`check_domains`, so a
+config validator and :class:`ebyd_bench.benchmark.domains.text.TextGridRun` call :func:`check_domains`, so a
 mismatch (``rp`` in a text grid, ``badnet_rw`` on CIFAR-10) fails before anything runs.
 """
 
 from __future__ import annotations
 
-from ebyd_bench.benchmark.config import GridConfig, MethodSpec
+from ebyd_bench.benchmark.grid.config import GridConfig, MethodSpec
 from ebyd_bench.benchmark.errors import ConfigError
 from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
 

@@ -1,4 +1,4 @@
-"""Text grids: :class:`TextGridRun` is :class:`ebyd_bench.benchmark.runner.GridRun` with text data, victims,
+"""Text grids: :class:`TextGridRun` is :class:`ebyd_bench.benchmark.grid.runner.GridRun` with text data, victims,
 poisoning, training and evaluation; planning, caching, exposures, cells and records are inherited.
 
 * data split: 500 defense sentences (``D_d``) drawn from the training split with the seed, the
@@ -34,10 +34,10 @@ import ebyd_bench.benchmark.text  # noqa: F401
 from ebyd_bench.adapters.text_data import read_tsv
 from ebyd_bench.attacks_registry.text.base import TextAttack, TextAttackContext
 from ebyd_bench.benchmark.cache import stable_hash
-from ebyd_bench.benchmark.config import GridConfig, MethodSpec, build_dataclass, build_method
+from ebyd_bench.benchmark.grid.config import GridConfig, MethodSpec, build_dataclass, build_method
 from ebyd_bench.benchmark.errors import DataError
 from ebyd_bench.benchmark.registries import ATTACKS, MODELS
-from ebyd_bench.benchmark.runner import GridRun, RunOptions
+from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions
 from ebyd_bench.benchmark.text.common import TextDefenseData, TextMethodContext
 from ebyd_bench.benchmark.text.domain import check_domains, dataset_domain
 from ebyd_bench.benchmark.text.metrics import text_metrics

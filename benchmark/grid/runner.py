@@ -21,12 +21,12 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack
 from ebyd_bench.benchmark.cache import ArtifactCache, key_stable, stable_hash
-from ebyd_bench.benchmark.config import GridConfig, MethodSpec, build_method
-from ebyd_bench.benchmark.dag import Executor, LocalExecutor, Stage
+from ebyd_bench.benchmark.grid.config import GridConfig, MethodSpec, build_method
+from ebyd_bench.benchmark.grid.executor import Executor, LocalExecutor, Stage
 from ebyd_bench.benchmark.methods import DefenseData, ExposureResult, MethodContext
 from ebyd_bench.benchmark.metrics import backdoor_exposure_metric, cell_metrics, input_filter_metrics
 from ebyd_bench.benchmark.provenance import provenance
-from ebyd_bench.benchmark.summary import grid_statistics
+from ebyd_bench.reports.statistics import grid_statistics
 from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
 from ebyd_bench.benchmark.training import TrainRecipe, native_bf16, predict_logits, resolve_precision, train_classifier
 
@@ -457,7 +457,7 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
     from ebyd_bench.reports import render_leaderboard
     from ebyd_bench.results import load_results
 
-    from ebyd_bench.benchmark.text.harness import grid_run_class
+    from ebyd_bench.benchmark.domains.text import grid_run_class
 
     t0 = time.perf_counter()
     run = grid_run_class(cfg)(cfg, opts)  # TextGridRun for text datasets
@@ -484,7 +484,7 @@ def run_grid(cfg: GridConfig, opts: RunOptions, executor: Executor | None = None
 def dry_run(cfg: GridConfig, opts: RunOptions) -> list[str]:
     """What ``run_grid`` would do, as printable lines: cells left to run, and which poisoned models and
     exposures come from the cache or would be computed. Writes nothing to ``opts.out_dir``."""
-    from ebyd_bench.benchmark.text.harness import grid_run_class
+    from ebyd_bench.benchmark.domains.text import grid_run_class
 
     run = grid_run_class(cfg)(cfg, opts)
     stages, skipped = run.plan(run.store.finished_cells())

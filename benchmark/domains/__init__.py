@@ -1,0 +1,1 @@
+"""One :class:`~ebyd_bench.benchmark.grid.domain.Domain` per modality (image, text)."""
