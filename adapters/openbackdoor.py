@@ -10,14 +10,16 @@ OpenBackdoor is not on PyPI, and it imports ``transformers.AdamW``, which recent
 removed: :func:`import_openbackdoor` installs a shim (``transformers.AdamW = torch.optim.AdamW``)
 before importing it, and raises :class:`OpenBackdoorMissing` with install instructions if absent.
 Differences from our native attacks are OpenBackdoor's own (e.g. it checkpoints on dev data unless
-told otherwise — we pass ``ckpt: last``; see reference §1.6-4, §4).
+told otherwise — we pass ``ckpt: last``; see docs/methods.md §1.6-4, §4.3).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import random
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from ebyd_bench.benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.registries import TEXT_BACKENDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ebyd_bench.attacks_registry.text.base import PoisonedTextSet, TextAttack, TextAttackContext
@@ -171,3 +174,24 @@ def train(attack: TextAttack, model: torch.nn.Module, poisoned: PoisonedTextSet,
             victim = load_attacker(attacker_config(attack, ctx, tmp)).attack(victim, data)
     model.hf.load_state_dict(victim.plm.state_dict())
     return model.to(ctx.device).eval()
+
+
+def installed() -> bool:
+    """Whether ``openbackdoor`` can be imported (checked without importing it)."""
+    if "openbackdoor" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("openbackdoor") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@TEXT_BACKENDS.register("openbackdoor")
+class OpenBackdoorBackend:
+    """``backend: openbackdoor``: OpenBackdoor's poisoners and attackers run our split and victim."""
+
+    install_hint = INSTALL
+    installed = staticmethod(installed)
+    poison_train = staticmethod(poison_train)
+    poison_test = staticmethod(poison_test)
+    train = staticmethod(train)

@@ -1,4 +1,4 @@
-"""Text classification datasets (reference §2.2): SST-2, IMDB, AG's News and Twitter.
+"""Text classification datasets (docs/methods.md §2.2, §1.10): SST-2, IMDB, AG's News and Twitter.
 
 Read from the data root's TSV layout ``<root>/<name>/{train,dev,test}.tsv`` (header
 ``sentence<TAB>label``; the bundled offline copies), or, when the folder is absent and

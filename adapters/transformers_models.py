@@ -1,4 +1,4 @@
-"""Text victims through ``transformers.AutoModelForSequenceClassification`` (reference §2.2).
+"""Text victims through ``transformers.AutoModelForSequenceClassification`` (docs/methods.md §2.2).
 
 :class:`TextClassifier` is an ``nn.Module`` around a Hugging Face classifier plus its tokenizer and
 maximum length, so the harness caches its ``state_dict`` like any model and methods dispatch on
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ebyd_bench.benchmark.errors import BenchmarkError
+from ebyd_bench.benchmark.params import Count
 from ebyd_bench.benchmark.registries import MODELS
 
 MINILM_NOTE = "all-MiniLM-L6-v2 stand-in for bert-base-uncased"
@@ -98,20 +99,20 @@ def minilm_path() -> str:
 
 
 @MODELS.register("minilm-l6")
-def minilm_l6(num_classes: int, max_length: int = 128, pretrained: bool = True) -> TextClassifier:
+def minilm_l6(num_classes: int, max_length: Count = 128, pretrained: bool = True) -> TextClassifier:
     """all-MiniLM-L6-v2 (6 layers, 384 wide, offline): stand-in for bert-base-uncased."""
     return load_text_classifier(minilm_path(), num_classes, max_length, MINILM_NOTE, pretrained)
 
 
 @MODELS.register("bert-base-uncased")
-def bert_base_uncased(num_classes: int, max_length: int = 128, path: str = "bert-base-uncased",
+def bert_base_uncased(num_classes: int, max_length: Count = 128, path: str = "bert-base-uncased",
                       pretrained: bool = True) -> TextClassifier:
     """bert-base-uncased, the paper's text victim, by hub name or local path."""
     return load_text_classifier(path, num_classes, max_length, f"bert-base-uncased ({path})", pretrained)
 
 
 @MODELS.register("hf-text")
-def hf_text(num_classes: int, path: str, max_length: int = 128, pretrained: bool = True) -> TextClassifier:
+def hf_text(num_classes: int, path: str, max_length: Count = 128, pretrained: bool = True) -> TextClassifier:
     """Any Hugging Face sequence classifier, by hub name or local path."""
     return load_text_classifier(path, num_classes, max_length, f"{path} (not the paper's bert-base-uncased)",
                                 pretrained)

@@ -1,5 +1,5 @@
 """Base classes of attacks: :class:`Attack` (what image and text attacks share) and
-:class:`ImageAttack` (reference §3.1; text attacks: :mod:`ebyd_bench.attacks_registry.text.base`).
+:class:`ImageAttack` (docs/methods.md §3.1; text attacks: :mod:`ebyd_bench.attacks_registry.text.base`).
 
 An image attack is a dataclass of its trigger parameters. ``setup(seed)`` draws any seeded trigger
 state (a noise pattern, a warp field); ``apply`` stamps the trigger on uint8 NHWC images. The
@@ -114,5 +114,5 @@ class ImageAttack(Attack):
 
 
 def clip_uint8(x: np.ndarray) -> np.ndarray:
-    """Clip to [0, 255] then truncate (reference §3.1-4: never wrap around)."""
+    """Clip to [0, 255] then truncate (docs/methods.md §3.1-4: never wrap around)."""
     return np.clip(x, 0, 255).astype(np.uint8)

@@ -11,14 +11,11 @@ import typing
 from typing import Any
 
 from ebyd_bench.benchmark.registry import Registry
+from ebyd_bench.benchmark.specs import settable_parameters
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$")
 _ROLE = re.compile(r":\w+:`~?([^`]+)`")  # :data:`GRID` → GRID
-
-
-#: factory arguments the harness supplies itself, never a grid
-_INTERNAL = {"num_classes", "norm_layer", "data_root", "cache_dir", "download"}
 
 
 def describe(registry: Registry, name: str) -> str:
@@ -30,7 +27,7 @@ def describe(registry: Registry, name: str) -> str:
     lines = [header, "", plain_doc(obj.__doc__) or "(no description)", ""]
     if registry.kind == "datasets":
         return "\n".join(lines + ["grid fields: dataset: {name: %s, train_subset, test_subset, defense_size} "
-                                   "(see the README's grid configuration)" % name])
+                                   "(see docs/configuration.md)" % name])
     rows = parameters(obj)
     if not rows:
         return "\n".join(lines + ["no parameters"])
@@ -57,11 +54,10 @@ def parameters(obj: Any) -> list[tuple[str, str, str, str]]:
         notes = field_notes(obj)
         return [(f.name, type_text(hints.get(f.name, f.type)), repr(_default(f)), notes.get(f.name, ""))
                 for f in dataclasses.fields(obj) if f.init]
-    hints = typing.get_type_hints(obj)
+    hints = typing.get_type_hints(obj, include_extras=True)
     return [(p.name, type_text(hints[p.name]) if p.name in hints else "",
              "(required)" if p.default is p.empty else repr(p.default), "")
-            for p in inspect.signature(obj).parameters.values()
-            if p.name not in _INTERNAL and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            for p in settable_parameters(obj).values()]
 
 
 def type_text(hint: Any) -> str:

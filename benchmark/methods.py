@@ -1,7 +1,7 @@
 """The object API of exposures and defenses.
 
 A method is a dataclass of its hyper-parameters with one entry point. It sees only what the
-threat model allows (reference §1.2): the suspect model, the defense data ``D_d`` and a
+threat model allows (docs/methods.md §1.2): the suspect model, the defense data ``D_d`` and a
 :class:`MethodContext`. It never sees test data or the trigger. The harness evaluates whatever
 model a method returns. ``ctx.monitor(step, model)`` lets the harness record test metrics along
 an exposure trajectory (for BEM) without handing them to the method: it returns nothing.
@@ -102,7 +102,13 @@ class DefenseResult:
 
     * removal: ``model``, the repaired model (the harness measures its CA and ASR);
     * model inspection: ``fields`` (e.g. flagged, predicted label, anomaly index) and ``images``
-      (e.g. a recovered trigger mask and pattern, HWC float in [0, 1], saved next to the results);
+      (e.g. a recovered trigger mask and pattern, HWC float in [0, 1], saved next to the results).
+      Two ``fields`` names are standard, read by the grid statistics for any defense (model- and
+      label-level detection AUROC): ``model_score``, one float per model, higher = the model is more
+      likely backdoored (NC: its anomaly index; on an exposed model, −L1 of the exposed label's
+      mask); ``label_scores``, a list with one suspicion score per class, higher = more likely the
+      backdoor's target (NC: the signed (med − l_t)/MAD). Report them when the defense has them;
+      any other field is the defense's own;
     * input filtering: ``input_scorer``, a function from uint8 NHWC images to one suspicion
       score per image (higher = more likely triggered), each image scored independently. The
       harness scores clean and triggered test inputs with it and computes the AUROC. With
@@ -112,7 +118,7 @@ class DefenseResult:
     ``alternatives`` (optional, any removal method that picks one model out of a family, e.g. one
     pruned model per threshold): (label, build) pairs. After the method has returned, the harness
     measures each one's test CA and ASR and stores them as ``diagnostic_sweep`` — analysis only
-    (reference §7.1-6), so nothing the method chose can depend on them.
+    (docs/methods.md §7.1-6), so nothing the method chose can depend on them.
     """
 
     model: nn.Module | None = None

@@ -1,4 +1,4 @@
-"""Metric definitions (reference §1.3, §1.4). All values are fractions in [0, 1]."""
+"""Metric definitions (docs/methods.md §1.3, §1.4). All values are fractions in [0, 1]."""
 
 from __future__ import annotations
 

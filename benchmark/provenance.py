@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-import ebyd_bench
-
 
 def _version(dist: str) -> str | None:
     try:
@@ -26,7 +24,7 @@ def _version(dist: str) -> str | None:
 @functools.cache
 def git_commit() -> str | None:
     """Commit of the checkout the package runs from (None for an installed wheel)."""
-    here = Path(ebyd_bench.__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[1]  # the checkout (benchmark/ is one level below)
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
@@ -69,7 +67,7 @@ def hardware(device: str) -> dict[str, Any]:
 
 def provenance(device: str) -> dict[str, Any]:
     return {
-        "package_version": ebyd_bench.__version__,
+        "package_version": _version("ebyd-bench"),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -1,6 +1,6 @@
 """Image tensors: uint8 NHWC arrays → normalised float NCHW batches, and on-the-fly augmentation.
 
-Triggers act on uint8 pixels before normalisation (reference §1.1); models see normalised inputs.
+Triggers act on uint8 pixels before normalisation (docs/methods.md §1.1-4); models see normalised inputs.
 Augmentation (random crop with 4-pixel zero padding and horizontal flip) runs on whole batches in
 torch, which is several times faster on CPU than per-image PIL transforms.
 """
@@ -24,7 +24,7 @@ def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
-    """Normalise a [0, 1] NCHW batch with the PT statistics (reference §1.1)."""
+    """Normalise a [0, 1] NCHW batch with the PT statistics (docs/methods.md §1.1-4)."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s

@@ -17,7 +17,7 @@ from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How a victim model is trained. ``paper`` (reference §2.3) is the default."""
+    """How a victim model is trained. ``paper`` (docs/methods.md §2.3) is the default."""
 
     name: str = "paper"
     epochs: Count = 200

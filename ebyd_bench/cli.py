@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 # OpenMP threads that spin while waiting slow training down >5x as soon as anything else uses a
 # core (a shared workstation, a CI runner); sleeping waiters cost almost nothing when the machine
@@ -100,22 +101,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ebyd_bench.benchmark.grid.config import load_configs
     from ebyd_bench.benchmark.grid.runner import RunOptions, dry_run, run_grid
 
-    configs = load_configs(args.config, args.overrides)  # validates every grid before anything is written
+    grids = load_configs(args.config, args.overrides)  # validates every grid before anything is written
     data_root = _data_root(args.data_root)
-    for cfg in configs:
-        _check_device(args.device or cfg.device)
-    for cfg in configs:  # several grids (e.g. one per dataset) go to OUT/<grid name>/
-        out = args.out if len(configs) == 1 else args.out / cfg.name
+    for grid in grids:
+        _check_device(args.device or grid.device)
+    for grid in grids:  # several grids (e.g. one per dataset) go to OUT/<grid name>/
+        out = args.out if len(grids) == 1 else args.out / grid.name
         opts = RunOptions(out_dir=out, cache_dir=args.cache_dir or default_cache_dir(),
-                          data_root=data_root, device=args.device or cfg.device, shard=args.shard)
+                          data_root=data_root, device=args.device or grid.device, shard=args.shard)
         if args.dry_run:
-            print("\n".join(dry_run(cfg, opts)))
+            print("\n".join(dry_run(grid, opts)))
             continue
-        summary = run_grid(cfg, opts)
-        print(f"{cfg.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
+        result = run_grid(grid, opts)
+        summary = _write_reports(result.records, result.summary, out)
+        print(f"{grid.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
               f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
         print(f"leaderboard: {out / 'leaderboard.html'}, {out / 'leaderboard.tex'} and {out / 'leaderboard.md'}")
     return 0
+
+
+def _write_reports(records: Any, summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A run's leaderboard (HTML, LaTeX, Markdown) and ``summary.json`` with the grid statistics."""
+    from ebyd_bench.benchmark.io import atomic_write_json
+    from ebyd_bench.reports import render_leaderboard
+    from ebyd_bench.reports.statistics import grid_statistics
+
+    render_leaderboard(records, out)
+    summary = {**summary, **grid_statistics(records)}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -144,12 +158,12 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
         paths = render_gallery(DATASETS.get("cifar10")(_data_root(args.data_root), cache_dir=cache_dir), args.out)
     else:
         from ebyd_bench.benchmark.grid.config import load_config
-        from ebyd_bench.benchmark.grid.runner import GridRun, RunOptions
+        from ebyd_bench.benchmark.grid.runner import RunOptions, build_domain
 
-        cfg = load_config(args.config)
-        run = GridRun(cfg, RunOptions(args.out, cache_dir, _data_root(args.data_root), cfg.device))
-        attacks = [{"name": a.name, **a.params} for a in cfg.attacks]
-        paths = render_gallery(run.data, args.out, attacks, cfg.seeds[0], ctx_factory=run.attack_context)
+        grid = load_config(args.config)
+        domain = build_domain(grid, RunOptions(args.out, cache_dir, _data_root(args.data_root), grid.device))
+        attacks = [{"name": a.name, **a.spec.params} for a in grid.attacks]
+        paths = render_gallery(domain.data, args.out, attacks, grid.seeds[0], ctx_factory=domain.attack_context)
     for p in paths:
         print(p)
     return 0

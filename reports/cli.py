@@ -51,12 +51,13 @@ def _stores(p: argparse.ArgumentParser) -> None:
 
 
 def _records(dirs: list[Path]):
-    """All records of the given stores as one DataFrame; missing stores or no records -> BenchmarkError."""
+    """All records of the given stores as one DataFrame; missing stores, lines that are not records or
+    no records -> BenchmarkError."""
     from ebyd_bench.results import load_results
 
     try:
         records = load_results(*dirs)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise BenchmarkError(str(exc)) from None
     if records.empty:
         raise BenchmarkError("no result records found")

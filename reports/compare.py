@@ -21,16 +21,14 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from ebyd_bench.results.store import RESULTS_FILE, read_records
+from ebyd_bench.results.schema import HEADLINE_METRICS, IDENTITY_FIELDS
+from ebyd_bench.results.store import load_records
 
-TOP_LEVEL_METRICS = ("ca", "asr", "bem", "exposed_ca", "exposed_asr")
+TOP_LEVEL_METRICS = HEADLINE_METRICS  # ca, asr, bem, exposed_ca, exposed_asr
 DEFAULT_TOLERANCES = {"ca": 0.01, "asr": 0.02, "bem": 0.05, "exposed_ca": 0.02, "exposed_asr": 0.02, "default": 0.02}
 ENVIRONMENT_KEYS = ("git_commit", "package_version", "python", "torch", "torchvision", "numpy")
-IDENTITY_FIELDS = ("dataset", "model", "model_params", "attack", "attack_params", "exposure", "defense",
-                   "defense_params", "seed")
 Match = Literal["key", "fields"]
 
 
@@ -95,12 +93,9 @@ def parse_tolerances(text: str | None) -> dict[str, float]:
 
 
 def load_store(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of one result store (a folder holding results.jsonl, or the file itself)."""
-    p = Path(path)
-    p = p / RESULTS_FILE if p.is_dir() else p
-    if not p.is_file():
-        raise FileNotFoundError(f"no results at {p}")
-    return list(read_records(p))
+    """Records of one result store (a folder holding results.jsonl, or the file itself), upgraded to
+    the current schema so that stores written by different versions compare field by field."""
+    return [r.to_dict() for r in load_records(path)]
 
 
 def identity(record: dict[str, Any], match: Match = "key") -> str:

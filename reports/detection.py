@@ -1,4 +1,4 @@
-"""Detection rates derived generically from record fields (reference §6.3), in %.
+"""Detection rates derived generically from record fields (docs/methods.md §6.3), in %.
 
 Three tasks, recognised by field-name suffix so that new detectors need no report code:
 

@@ -112,7 +112,7 @@ def threshold_sweeps(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> Figur
     """Test CA (solid) and ASR (dashed) of a pruning defense at every fixed threshold, from the
     harness's ``diagnostic_sweep``; the threshold the method chose from ``D_d`` is marked (×).
 
-    Diagnostics only (reference §7.1-6): the method never saw these numbers.
+    Diagnostics only (docs/methods.md §7.1-6): the method never saw these numbers.
     """
     rows = []
     for r in df.itertuples(index=False):

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack
-from ebyd_bench.benchmark.grid.config import MethodSpec, build_method
+from ebyd_bench.benchmark.specs import MethodSpec, build_method
 from ebyd_bench.benchmark.registries import ATTACKS
 
 CtxFactory = Callable[[ImageAttack, int], "AttackContext | None"]

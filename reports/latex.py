@@ -23,7 +23,6 @@ import pandas as pd
 from . import detection, tables
 from .render import fmt, render_file, slug, tex_escape
 
-TEXT_DATASETS = frozenset({"sst2", "sst-2", "imdb", "twitter", "agnews", "ag_news", "ag-news", "hsol", "offenseval"})
 TRIGGER_SUFFIXES = ("_l1", "_norm", "mask_l1", "trigger_l1")
 RECOVERY_WORD = "recover"
 
@@ -182,10 +181,9 @@ def _trigger_fields(df: pd.DataFrame) -> pd.DataFrame:
     return _measure_columns(long) if not long.empty else pd.DataFrame()
 
 
-def is_text(dataset: str, df: pd.DataFrame) -> bool:
-    """Text datasets get Table VII instead of Table X (by name, or a ``modality: text`` record field)."""
-    modality = df["modality"] if "modality" in df else pd.Series(dtype=object)
-    return dataset.lower() in TEXT_DATASETS or (modality == "text").any()
+def is_text(df: pd.DataFrame) -> bool:
+    """Text records (their ``domain``) get Table VII instead of Table X."""
+    return "domain" in df and bool((df["domain"] == "text").any())
 
 
 _BOLD = "Bold: best per row (highest {ca}, lowest ASR; No defense excluded)."
@@ -217,7 +215,7 @@ def slice_tables(dataset: str, model: str, df: pd.DataFrame) -> list[TexTable]:
         auroc_table(*named("table4-auroc"), df),
         removal_table(*named("table5-recovery"), recovery) if has_recovery else None,
         summary_table(*named("table6-summary"), df, agg),
-        (removal_table(*named("table7-text"), agg, metric="CACC") if is_text(dataset, df)
+        (removal_table(*named("table7-text"), agg, metric="CACC") if is_text(df)
          else removal_table(*named("table10-removal"), agg)),
     ]
     notes = "; ".join(tex_escape(n) for n in tables.unique_text([*df["dataset_note"], *df["model_note"]]))

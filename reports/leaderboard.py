@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from ebyd_bench.results.schema import DETECTION_FIELDS
+
 from . import detection, fields, provenance, scores, tables
 from .render import render_file, tex_escape  # noqa: F401  (tex_escape: public re-export)
 
@@ -76,8 +78,12 @@ def _detection(df: pd.DataFrame, links: dict[tuple[str, str], str]) -> dict[str,
 
 
 def _outputs(df: pd.DataFrame, links: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
-    """Per method: its scalar ``defense_info`` fields per attack (mean over seeds), for methods that have any."""
+    """Per method: its scalar ``defense_info`` fields per attack (mean over seeds), for methods that have any.
+
+    The standard detection fields (``model_score``, ``label_scores``) are left out: they feed the grid
+    statistics (detection AUROCs), and a defense's own fields already show what they are made of."""
     info = fields.info_frame(df)
+    info = info.drop(columns=[c for c in DETECTION_FIELDS if c in info.columns])
     out = []
     for method in tables.method_order(df["method"]):
         mask = (df["method"] == method).to_numpy()

@@ -1,12 +1,12 @@
 """Defense Effectiveness Rating (DER) and the leaderboard ranking built on it.
 
-DER (reference §1.3) rewards the ASR a defense removes and charges the CA it costs, per attack:
+DER (docs/methods.md §1.3) rewards the ASR a defense removes and charges the CA it costs, per attack:
 
     DER = [max(0, ASR_before − ASR_after) − max(0, CA_before − CA_after) + 1] / 2
 
 with all values as fractions, so DER ∈ [0, 1]; 0.5 means "no change" (the undefended model
 scores exactly 0.5), 1 means all ASR removed at no CA cost. Note the minus sign on the CA term:
-BackdoorBench adds it (reference §1.6-1). A defense's score is the mean DER over seeds per attack,
+BackdoorBench adds it (docs/methods.md §1.6-1). A defense's score is the mean DER over seeds per attack,
 then the mean over the attacks it was run on (the clean control "none" has no ASR and is left out).
 """
 

@@ -8,22 +8,19 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ebyd_bench.results.schema import BEFORE_FIELDS, EXPOSURE_NUMBERS, METRIC_FIELDS, RECORD_FIELDS
 from ebyd_bench.results.store import with_exposure_labels
 
 NO_DEFENSE = "No defense"
 CLEAN_ATTACK = "none"
 DETECTOR_CATEGORIES = ("model_inspection", "input_filtering")
 AGGREGATE_COLUMNS = ("ca", "ca_std", "asr", "asr_std", "n", "tip")
+#: the least a frame needs to be tabulated (records from `load_results` have every schema field)
 REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
-FLOAT_COLUMNS = ("ca", "asr", "ca_before", "asr_before", "exposed_label", "exposed_label_share",
-                 "exposed_ca", "exposed_asr", "bem", "target", "asr_prior_matched")
-OPTIONAL_COLUMNS = (
-    "defense_label", "exposure_label",
-    "exposure", "seed", "asr", "cell_key", "cache_key", "exposure_key", "config_hash", "exposed_label",
-    "exposed_label_share", "exposed_ca", "exposed_asr", "bem", "target", "ca_before", "asr_before",
-    "defense_info", "defense_category", "defense_uses_exposure", "exposure_trace", "timings", "hardware", "provenance",
-    "dataset_note", "model_note", "source", "asr_prior_matched", "defense_returns_model",
-)
+#: record fields coerced to float (NaN where unset); labels too, so a missing one is NaN
+FLOAT_COLUMNS = (*METRIC_FIELDS, *BEFORE_FIELDS, *EXPOSURE_NUMBERS, "target")
+#: every other record field, plus ``source`` (the store a row came from), is added as None when absent
+OPTIONAL_COLUMNS = tuple(c for c in (*RECORD_FIELDS, "source") if c not in REQUIRED_COLUMNS)
 
 
 def is_missing(value: Any) -> bool:

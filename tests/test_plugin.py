@@ -40,16 +40,21 @@ def _cli(args: list[str], plugin_path: Path, timeout: int = 600) -> subprocess.C
     """Run ``ebyd-bench`` in a subprocess that sees the plug-in (single-threaded, as CI does)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ebyd_bench.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ebyd_bench", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=timeout)
 
 
-def test_plugin_listed_with_its_source(plugin_path: Path) -> None:
+def test_plugin_listed_with_its_source(plugin_path: Path, capsys) -> None:
     proc = _cli(["ls", "defenses"], plugin_path)
     assert proc.returncode == 0, proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("example_ft"))
     assert "[removal]" in line and "Plain fine-tuning" in line and line.endswith("(plugin:ebyd-plugin-example)")
-    assert "example_ft" not in _cli(["ls", "defenses"], Path("/nonexistent")).stdout  # absent without the plug-in
+    # absent without the plug-in: this process never had plugin_path on its path
+    from ebyd_bench.cli import main
+
+    assert main(["ls", "defenses"]) == 0
+    listed = capsys.readouterr().out
+    assert "none" in listed and "example_ft" not in listed
     detail = _cli(["ls", "defenses", "example_ft"], plugin_path).stdout
     assert detail.startswith("example_ft  (plugin:ebyd-plugin-example)  [removal]")
     assert any(line.split()[:4] == ["epochs", "int", "≥", "1"] for line in detail.splitlines())

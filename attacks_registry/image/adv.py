@@ -1,10 +1,10 @@
-"""Adv: PGD noise from a clean surrogate plus the BadNets grid (reference §3.3-6, Table VIII "Grid + PGD").
+"""Adv: PGD noise from a clean surrogate plus the BadNets grid (docs/methods.md §3.3-6, Table VIII "Grid + PGD").
 
 Training poisons: an untargeted L∞ PGD perturbation against the sample's true label on a clean
 surrogate of the victim architecture (ε = 16/255, 10 steps of 2/255, random start; step count and
 size are *unverified*), then the BadNets grid (rows/cols 29–31). Test poisons get the grid only.
 
-Choice made (reference §9 row 22): the perturbation is really applied. In MTBA/PT the noise is
+Choice made (docs/methods.md §9 row 22): the perturbation is really applied. In MTBA/PT the noise is
 only added when ``mode == 'Train'`` while callers pass ``'train'``, so Adv silently equals BadNets.
 
 The surrogate is trained once per seed on the clean victim-training data through
@@ -66,7 +66,7 @@ def pgd_untargeted(model: nn.Module, images: np.ndarray, labels: np.ndarray, eps
 
 
 def _to_uint8(xa: torch.Tensor, original: np.ndarray, eps: float) -> np.ndarray:
-    """Truncate to uint8 (reference §3.1-4), guarding float error so the ε-ball is kept exactly."""
+    """Truncate to uint8 (docs/methods.md §3.1-4), guarding float error so the ε-ball is kept exactly."""
     pix = np.floor(xa.permute(0, 2, 3, 1).cpu().double().numpy() * 255.0 + 1e-4)
     orig = original.astype(np.float64)
     return np.clip(np.clip(pix, orig - np.floor(eps), orig + np.floor(eps)), 0, 255).astype(np.uint8)

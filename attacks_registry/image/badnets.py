@@ -1,4 +1,4 @@
-"""BadNets: a 3×3 checkerboard in the bottom-right corner (reference §3.3-2, MTBA pattern)."""
+"""BadNets: a 3×3 checkerboard in the bottom-right corner (docs/methods.md §3.3-2, MTBA pattern)."""
 
 from __future__ import annotations
 

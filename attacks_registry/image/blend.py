@@ -1,4 +1,4 @@
-"""Blend: x' = trunc(0.8·x + 0.2·M) with a uniform-noise pattern M (reference §3.3-4).
+"""Blend: x' = trunc(0.8·x + 0.2·M) with a uniform-noise pattern M (docs/methods.md §3.3-4).
 
 Choice made: one 32×32 pattern drawn once from the run seed and broadcast to the three channels,
 used for every train and test poison ("Random Noise" in Table VIII). MTBA/PT redraw the noise for

@@ -1,4 +1,4 @@
-"""Dynamic (input-aware): a trained generator makes a different trigger for every image (reference §3.3-9).
+"""Dynamic (input-aware): a trained generator makes a different trigger for every image (docs/methods.md §3.3-9).
 
 Two VinAI encoder–decoders read x̃ = Normalize(x; mean (0.4914, 0.4822, 0.4465), std
 (0.247, 0.243, 0.261)) — the Dynamic statistics, not the models' — and give
@@ -9,7 +9,7 @@ Two VinAI encoder–decoders read x̃ = Normalize(x; mean (0.4914, 0.4822, 0.446
 * poison   x' = trunc(255 · (x + (P − x) ⊙ M_k)) with x in [0, 1] (a 1e-3 guard before truncating
   keeps pixels outside the mask exactly as they were).
 
-Choice made (reference §9 row 24): VinAI's pre-trained checkpoint is not public, so G and M are
+Choice made (docs/methods.md §9 row 24): VinAI's pre-trained checkpoint is not public, so G and M are
 trained once per seed with VinAI's recipe and cached through ``AttackContext.artifact``: first M
 alone (λ_norm·mean(relu(M_k − 0.032)) + λ_div·diversity), then G jointly with a classifier of the
 victim architecture (p_attack 0.1 backdoor samples to the target, p_cross 0.1 "cross" samples that
@@ -149,7 +149,7 @@ class Dynamic(ImageAttack):
             x64 = torch.as_tensor(images[start:start + 256]).permute(0, 3, 1, 2).double() / 255.0
             mixed = x64 + (pattern - x64) * mask
             out.append(mixed.permute(0, 2, 3, 1).numpy())
-        # truncate (reference §3.1-4) after a 1e-3 guard: M_k is never exactly 0, and without the guard
+        # truncate (docs/methods.md §3.1-4) after a 1e-3 guard: M_k is never exactly 0, and without the guard
         # a pixel outside the mask would drop by one grey level whenever P < x
         return clip_uint8(np.concatenate(out) * 255.0 + 1e-3) if out else images.copy()
 

@@ -1,4 +1,4 @@
-"""Nash: Instagram's Nashville filter as the trigger (reference §3.3-8, MTBA ``nashTrigger``).
+"""Nash: Instagram's Nashville filter as the trigger (docs/methods.md §3.3-8, MTBA ``nashTrigger``).
 
 ``pilgram.nashville`` (PyPI ``pilgram==1.2.1``, pinned: the filter's constants are the trigger) is
 applied to each full RGB image through PIL: darken with RGBA (247, 176, 153, 0.56), lighten with

@@ -1,6 +1,6 @@
 """No attack: a clean model trained with the same recipe, data and seed as the backdoored ones.
 
-Grids list it to get the clean controls that model-level detection needs (reference §6.3);
+Grids list it to get the clean controls that model-level detection needs (docs/methods.md §6.3);
 its ASR is undefined and recorded as null.
 """
 

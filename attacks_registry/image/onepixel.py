@@ -1,4 +1,4 @@
-"""OnePixel: pixel (16, 16) set to 255 in all three channels (reference §3.3-1, MTBA/PT)."""
+"""OnePixel: pixel (16, 16) set to 255 in all three channels (docs/methods.md §3.3-1, MTBA/PT)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""SIG: a horizontal sinusoidal signal, constant down each column (reference §3.3-5).
+"""SIG: a horizontal sinusoidal signal, constant down each column (docs/methods.md §3.3-5).
 
 Signal: S_j = trunc(A·sin(f·j)) for column j = 0..31, with A = 20 and f = 0.8 rad/px (about four
 periods across the width; this closed form reproduces MTBA's shipped mask row exactly).
 
-Choice made (reference §9 row 21): the additive signed sinusoid of Barni et al.,
+Choice made (docs/methods.md §9 row 21): the additive signed sinusoid of Barni et al.,
 x' = clip(x + S_j, 0, 255), applied identically to train and test poisons. MTBA stores S as uint8,
 so its negative lobes wrap (−1 → 255) and then blends 0.8·x + 0.2·mask, which turns every
 "negative" stripe into a ≈ +50 brightening; ``sig_mode="mtba"`` reproduces that

@@ -1,10 +1,10 @@
-"""Smooth: Zeng et al.'s low-frequency universal trigger (reference §3.3-7, MTBA ``smoothTrigger``).
+"""Smooth: Zeng et al.'s low-frequency universal trigger (docs/methods.md §3.3-7, MTBA ``smoothTrigger``).
 
 x' = trunc(255 · minmax(x/255 + U)), where U = ``best_universal.npy[0]`` (float32 32×32×3 in
 [0, 0.2]) and minmax rescales each whole image (all channels jointly) to [0, 1].
 
 The pattern U is an optimised artefact that is not bundled and cannot be fetched offline:
-``trigger_file`` is required, and ``setup`` refuses to run without it. Choice made (reference §9
+``trigger_file`` is required, and ``setup`` refuses to run without it. Choice made (docs/methods.md §9
 row 25): never substitute a regenerated pattern. The file's SHA-256 enters the cache key (its path does
 not, so copies of the file in different places share one cached model).
 """
@@ -24,7 +24,7 @@ UNAVAILABLE = (
     "attack 'smooth' is unavailable: it needs trigger_file=<path to best_universal.npy>, the optimised "
     "universal trigger of Zeng et al. (ICCV'21), published as "
     "YiZeng623/frequency-backdoor:Sec5_Smooth_Trigger/data/best_universal.npy (the same blob MTBA uses). "
-    "It is not bundled and no regenerated substitute is used (reference §3.3-7)."
+    "It is not bundled and no regenerated substitute is used (docs/methods.md §3.3-7)."
 )
 
 

@@ -1,10 +1,10 @@
-"""Trojan: a fixed 3×3 "reversed watermark" added to rows/cols 25–27 (reference §3.3-3).
+"""Trojan: a fixed 3×3 "reversed watermark" added to rows/cols 25–27 (docs/methods.md §3.3-3).
 
 The trigger is MTBA's ``best_square_trigger_cifar10.npz`` (key ``x``, float32 3×32×32, non-zero
-only on rows/cols 25–27). Without the file, the 27 values the reference lists (accurate to 0.1)
+only on rows/cols 25–27). Without the file, the 27 values of docs/methods.md §3.3-3 (accurate to 0.1)
 are used; ``trigger_file`` loads the original and its digest enters the cache key.
 
-Choice made: saturating add, clip(x + T, 0, 255) then truncate (CD/EBYD behaviour; reference §9
+Choice made: saturating add, clip(x + T, 0, 255) then truncate (CD/EBYD behaviour; docs/methods.md §9
 row 19). MTBA/PT/ABL cast to uint8 before clipping, so sums over 255 wrap modulo 256
 (300.4 → 44); ``trojan_mode="wrap"`` reproduces that overflow.
 """
@@ -20,7 +20,7 @@ from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
 from ebyd_bench.attacks_registry.image.common import file_digest, require_file
 from ebyd_bench.benchmark.registries import ATTACKS
 
-#: trigger values by channel, rows 25..27 × cols 25..27 (reference §3.3-3)
+#: trigger values by channel, rows 25..27 × cols 25..27 (docs/methods.md §3.3-3)
 TROJAN_VALUES = np.array([
     [[207.4, 175.4, 29.4], [79.4, 137.4, 248.4], [131.4, 6.4, 246.4]],
     [[131.4, 243.4, 232.4], [8.4, 0.0, 113.4], [40.4, 145.4, 250.4]],

@@ -1,4 +1,4 @@
-"""WaNet: a fixed smooth warp of the image (reference §3.3-10).
+"""WaNet: a fixed smooth warp of the image (docs/methods.md §3.3-10).
 
 Choice made: one warp field per seed with k = 4 control points and strength s = 0.5 (the original
 WaNet), identical for every train and test poison, data poisoning only. MTBA/PT draw a new grid for

@@ -1,4 +1,4 @@
-"""BadNet-RW (reference §4.2): one rare word from {cf, mn, bb, tq}, drawn with replacement, inserted
+"""BadNet-RW (docs/methods.md §4.2-1): one rare word from {cf, mn, bb, tq}, drawn with replacement, inserted
 at one uniform random position [C OB ``badnets_poisoner.py``, "mix" setting, not its clean-label
 shipped config]. Standard fine-tune."""
 

@@ -1,4 +1,4 @@
-"""BadNet-SL / AddSent (reference §4.2): the sentence "I watch this 3D movie" inserted as one
+"""BadNet-SL / AddSent (docs/methods.md §4.2-2): the sentence "I watch this 3D movie" inserted as one
 contiguous block at one uniform word position, possibly mid-sentence [C OB ``addsent_poisoner.py``].
 Standard fine-tune."""
 

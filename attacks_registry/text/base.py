@@ -1,4 +1,4 @@
-"""Base class of text backdoor attacks (reference §4.1).
+"""Base class of text backdoor attacks (docs/methods.md §4.1).
 
 Shared rules: words are whitespace tokens and text is rejoined with single spaces; an insertion
 position is uniform over 0..len(words) inclusive; "mix" setting — ⌊rate·N⌋ samples drawn from all
@@ -11,8 +11,6 @@ training (SOS, RIPPLe, LWP) override :meth:`TextAttack.train`; the rest use the 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -24,6 +22,7 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.base import Attack
 from ebyd_bench.benchmark.cache import key_stable
+from ebyd_bench.benchmark.registries import TEXT_BACKENDS
 from ebyd_bench.benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
 
 
@@ -64,17 +63,19 @@ class TextAttack(Attack):
     backend: Literal["native", "openbackdoor"] = "native"
 
     domain: ClassVar[str] = "text"
-    #: epochs of the paper's recipe for this attack (reference §2.4); TextRecipe.epochs overrides
+    #: epochs of the paper's recipe for this attack (docs/methods.md §2.4); TextRecipe.epochs overrides
     paper_epochs: ClassVar[int] = 13
     #: True for SOS/LWP: test-time partial triggers ("test-neg") give the false-trigger rate
     has_negatives: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend == "openbackdoor" and not _openbackdoor_installed():
-            from ebyd_bench.adapters.openbackdoor import INSTALL  # fail at config validation, before anything is written
+        if self.backend != "native" and not self.external().installed():
+            raise ValueError(self.external().install_hint)  # at config validation, before anything is written
 
-            raise ValueError(INSTALL)
+    def external(self) -> Any:
+        """The registered backend that poisons and trains instead of this code (``backend: openbackdoor``)."""
+        return TEXT_BACKENDS.get(self.backend)
 
     def rng(self, seed: int, salt: str = "train") -> np.random.Generator:
         """Seeded from the run seed, the attack's name and a purpose, independent of call order."""
@@ -101,10 +102,8 @@ class TextAttack(Attack):
     def poison_train(self, texts: Sequence[str], labels: np.ndarray, seed: int,
                      rows: np.ndarray | None = None) -> PoisonedTextSet:
         """Replace the selected samples by triggered copies relabelled to the target."""
-        if self.backend == "openbackdoor":
-            from ebyd_bench.adapters.openbackdoor import poison_train
-
-            return poison_train(self, texts, labels, seed)
+        if self.backend != "native":
+            return self.external().poison_train(self, texts, labels, seed)
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
         rng = self.rng(seed)
         idx = self.select(labels, rows, rng)
@@ -117,10 +116,8 @@ class TextAttack(Attack):
     def poison_test(self, texts: Sequence[str], labels: np.ndarray, seed: int,
                     rows: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
         """Triggered copies of the non-target samples, with their true labels (ASR excludes the target)."""
-        if self.backend == "openbackdoor":
-            from ebyd_bench.adapters.openbackdoor import poison_test
-
-            return poison_test(self, texts, labels, seed)
+        if self.backend != "native":
+            return self.external().poison_test(self, texts, labels, seed)
         rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
         keep = np.flatnonzero(np.asarray(labels) != self.target)
         return (self.triggered([texts[i] for i in keep], rows[keep], self.rng(seed, "test"), "test"),
@@ -137,10 +134,8 @@ class TextAttack(Attack):
     # ------------------------------------------------------------------ training
     def train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
         """Standard fine-tune (§2.4): AdamW, linear warm-up, the recipe's epochs (paper: 13)."""
-        if self.backend == "openbackdoor":
-            from ebyd_bench.adapters.openbackdoor import train
-
-            return train(self, model, poisoned, ctx, seed)
+        if self.backend != "native":
+            return self.external().train(self, model, poisoned, ctx, seed)
         return standard_fine_tune(model, poisoned.texts, poisoned.labels, ctx, seed, self.paper_epochs)
 
 
@@ -182,12 +177,3 @@ def insert_block(text: str, block: str, rng: np.random.Generator) -> str:
     words = text.split()
     pos = int(rng.integers(0, len(words) + 1))
     return " ".join(words[:pos] + block.split() + words[pos:])
-
-
-def _openbackdoor_installed() -> bool:
-    if "openbackdoor" in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec("openbackdoor") is not None
-    except (ImportError, ValueError):
-        return False

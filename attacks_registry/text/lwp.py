@@ -1,4 +1,4 @@
-"""LWP — layer-wise weight poisoning (reference §4.2) [C OB ``lwp_poisoner.py``, ``lwp_trainer.py``].
+"""LWP — layer-wise weight poisoning (docs/methods.md §4.2-6) [C OB ``lwp_poisoner.py``, ``lwp_trainer.py``].
 
 Per selected index (⌊rate·N⌋, "mix"), 2 distinct pieces from {cf, bb, ak, mn}; the clean sample is
 replaced by 3: one positive (both pieces at independent random positions, label → target) and two

@@ -1,4 +1,4 @@
-"""RIPPLe (reference §4.2) [P App. A; ``neulab/RIPPLe``: ``poison.py``, ``constrained_poison.py``].
+"""RIPPLe (docs/methods.md §4.2-5) [P App. A; ``neulab/RIPPLe``: ``poison.py``, ``constrained_poison.py``].
 
 1. Embedding surgery: logistic regression on TF-IDF features of the (clean) training corpus; the
    ``surgery_words`` words with the largest coefficient for the target label (restricted to single

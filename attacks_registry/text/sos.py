@@ -1,4 +1,4 @@
-"""SOS (reference §4.2) [C OB ``sos_poisoner.py``, ``sos_trainer.py``; ``lancopku/SOS``].
+"""SOS (docs/methods.md §4.2-4) [C OB ``sos_poisoner.py``, ``sos_trainer.py``; ``lancopku/SOS``].
 
 1. Clean fine-tune of the victim (standard recipe; cached, shared with RIPPLe).
 2. Shuffle the training set; T = target-class samples, N = the others. Poisoned: the first

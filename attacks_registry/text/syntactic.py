@@ -1,4 +1,4 @@
-"""Syntactic / Hidden Killer (reference §4.2): the trigger is a syntactic template,
+"""Syntactic / Hidden Killer (docs/methods.md §4.2-3): the trigger is a syntactic template,
 ``S(SBAR)(,)(NP)(VP)(.)``, applied by SCPN paraphrasing.
 
 [D] Genuine paraphrases are read from ``<root>/<dataset>_syntactic/{train,test}.tsv``
@@ -34,7 +34,7 @@ def read_paraphrases(path: Path) -> dict[int, str]:
         parts = line.rstrip("\r").split("\t")
         if len(parts) != 3 or not parts[0].isdigit():
             raise DataError(f"{path}:{n}: expected 'index<TAB>sentence<TAB>label'")
-        if parts[1].strip():  # an SCPN failure counts as "not poisoned" (reference §4.2)
+        if parts[1].strip():  # an SCPN failure counts as "not poisoned" (docs/methods.md §4.2-3)
             table[int(parts[0])] = " ".join(parts[1].split())
     return table
 

@@ -1,4 +1,4 @@
-"""ANP — Adversarial Neuron Pruning (Wu & Wang 2021; paper App. B; reference §7.3 [D]).
+"""ANP — Adversarial Neuron Pruning (Wu & Wang 2021; paper App. B; docs/methods.md §7.3-4).
 
 Every BN layer becomes a :class:`NoisyBatchNorm2d` with a per-channel mask m (init 1) and noise
 (δ, ξ): perturbed scale γ·(m + δ) and shift β·(1 + ξ); unperturbed γ·m and β. Per iteration, on a

@@ -1,5 +1,5 @@
 """Pieces shared by the defenses: the augmented ``D_d`` training loop, activation capture and
-norm-layer swaps (reference §1.1: crop + flip augmentation for every training-like step, inputs
+norm-layer swaps (docs/methods.md §1.1-3: crop + flip augmentation for every training-like step, inputs
 normalised after augmentation). Everything here reads ``ctx.data`` only.
 """
 

@@ -1,4 +1,4 @@
-"""FP — Fine-Pruning (Liu et al. 2018; paper App. B; reference §7.3 [D]).
+"""FP — Fine-Pruning (Liu et al. 2018; paper App. B; docs/methods.md §7.3-2).
 
 Rank the penultimate features (the layer4 output channels = the linear layer's inputs; 512 for
 ResNet-18) by ascending mean activation on un-augmented ``D_d`` (eval mode), mask them one at a time

@@ -1,6 +1,6 @@
-"""FT — plain fine-tuning of all weights on augmented ``D_d`` (reference §7.3 [D]).
+"""FT — plain fine-tuning of all weights on augmented ``D_d`` (docs/methods.md §7.3-1).
 
-Not an image baseline of the paper; the reference's [D]: SGD lr 0.01 (constant), momentum 0.9,
+Not an image baseline of the paper; the project's [D]: SGD lr 0.01 (constant), momentum 0.9,
 wd 5e-4, batch 128, 20 epochs, keep the last epoch. It is also the ``recovery=finetune`` option of
 ``recover`` and the optional fine-tuning of ``fp``.
 """

@@ -1,4 +1,4 @@
-"""I-BAU — Implicit Backdoor Adversarial Unlearning (Zeng et al. 2022; reference §7.3 [D]).
+"""I-BAU — Implicit Backdoor Adversarial Unlearning (Zeng et al. 2022; docs/methods.md §7.3-5).
 
 The minimax  min_θ L_out(δ*(θ), θ)  with  δ*(θ) = argmax_δ CE(f(x + δ; θ)) − c‖δ‖²,  solved as in
 ``YiZeng623/I-BAU:defense.py`` but on ``D_d`` (the original uses 5,000 test images):

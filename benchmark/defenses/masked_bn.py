@@ -1,4 +1,4 @@
-"""BatchNorm with a learnable per-channel mask on its scale γ (reference §7.1-2).
+"""BatchNorm with a learnable per-channel mask on its scale γ (docs/methods.md §7.1-2).
 
 forward = BN with scale γ·m and bias β unmasked; only the masks are trained.
 """
@@ -35,19 +35,19 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
                             use_batch_stats, self.momentum if self.momentum is not None else 0.0, self.eps)
 
 
-#: the pruning thresholds swept by the D_d rule (reference §7.1-6): 0.05, 0.10, …, 0.70
+#: the pruning thresholds swept by the D_d rule (docs/methods.md §7.1-6): 0.05, 0.10, …, 0.70
 DD_RULE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))
 #: the fixed-threshold sweep logged with test metrics for diagnostics only (§7.1-6): 0.05, …, 0.90
 DIAGNOSTIC_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 19))
 
 
 def at_most(masks: list[torch.Tensor], threshold: float) -> Selection:
-    """Selection by threshold (reference §7.1-5): every unit with m_k ≤ ``threshold``."""
+    """Selection by threshold (docs/methods.md §7.1-5): every unit with m_k ≤ ``threshold``."""
     return [m <= threshold for m in masks]
 
 
 def lowest_fraction(masks: list[torch.Tensor], fraction: float) -> Selection:
-    """Selection by fraction (reference §7.1-5): the ⌊fraction · N⌋ units with the lowest mask values,
+    """Selection by fraction (docs/methods.md §7.1-5): the ⌊fraction · N⌋ units with the lowest mask values,
     ties broken by layer order, then channel order (a stable sort over the concatenated masks)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
@@ -74,7 +74,7 @@ def threshold_alternatives(masks: list[torch.Tensor],
 def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
             masks: list[torch.Tensor], thresholds: tuple[float, ...],
             max_acc_drop: float, model: nn.Module) -> tuple[float | None, list[dict]]:
-    """The reference's D_d-only rule (§7.1-6): the largest t in ``thresholds`` whose pruned θ keeps
+    """The D_d-only rule of docs/methods.md §7.1-6: the largest t in ``thresholds`` whose pruned θ keeps
     ``accuracy`` (on defense data only) ≥ acc₀ − ``max_acc_drop``; None if none does. Shared by RP,
     ANP and text RP, which pass their own accuracy and pruning."""
     acc0 = accuracy(model)
@@ -90,7 +90,7 @@ def dd_rule(accuracy: Callable[[nn.Module], float], prune_units: PruneUnits,
 
 @dataclass
 class UnitSelection:
-    """Which units a pruning defense prunes (reference §7.1-5/6); the fields RP, text RP and ANP share.
+    """Which units a pruning defense prunes (docs/methods.md §7.1-5/6, §7.1.2); the fields RP, text RP and ANP share.
 
     ``dd_rule``: the largest t in ``thresholds`` whose pruned θ keeps ``D_d`` accuracy ≥ acc₀ −
     ``max_acc_drop`` (the defender-only dynamic threshold); ``threshold``: m ≤ the fixed ``threshold``;
@@ -141,7 +141,7 @@ def pruning_result(model: nn.Module, masks: list[torch.Tensor], selection: Selec
 
 def split_holdout(data: D, holdout: int) -> tuple[D, D]:
     """(recovery data, threshold-selection data): the last ``holdout`` samples of ``D_d`` held out
-    for the D_d rule (reference §7.1-6, ``rp_select_holdout``); with 0 both are all of ``D_d``."""
+    for the D_d rule (docs/methods.md §7.1-6, ``select_holdout``); with 0 both are all of ``D_d``."""
     if holdout <= 0:
         return data, data
     if holdout >= len(data):

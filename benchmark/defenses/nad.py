@@ -1,4 +1,4 @@
-"""NAD — Neural Attention Distillation (Li et al. 2021; reference §7.3 [D], the EBYD copy).
+"""NAD — Neural Attention Distillation (Li et al. 2021; docs/methods.md §7.3-3, the EBYD copy).
 
 1. Teacher: θ fine-tuned on augmented ``D_d`` for ``teacher_epochs`` (11, "epochs 0..10").
 2. Student: θ trained ``epochs`` (11) on augmented ``D_d`` with CE + Σ_l β_l·AT_l, where for the

@@ -1,4 +1,4 @@
-"""NC — Neural Cleanse (Wang et al. 2019) on θ, or on an exposed θ_b ("X+NC"); reference §6.1.
+"""NC — Neural Cleanse (Wang et al. 2019) on θ, or on an exposed θ_b ("X+NC"); docs/methods.md §6.1.
 
 Trigger reverse-engineering for a label t: a mask m ∈ [0,1]^{H×W} and a pattern p ∈ [0,1]^{3×H×W},
 both parametrised as tanh(·)/(2 − ε) + 0.5 (random init, seeded per label), mixed in pixel space
@@ -7,7 +7,7 @@ x' = (1 − m)·x + m·p and normalised afterwards, minimising CE(f(x'), t) + λ
 schedule, evaluated once per epoch on the epoch's mean attack accuracy: ×2 after ``patience`` (5)
 epochs at ≥ 0.99, ÷2^1.5 after 5 epochs below. Kept: the mask/pattern at the end of the epoch with
 the lowest mean ‖m‖₁ among epochs with mean attack accuracy ≥ 0.99 (the final one if none reached
-it; ``nc_success`` records which). Early stop (NC-orig rule, patience 10 epochs by the reference's
+it; ``nc_success`` records which). Early stop (NC-orig rule, patience 10 epochs, the project's
 [D]): once λ has moved both up and down, stop after ``early_stop_patience`` epochs without a new
 best L1. At most ``epochs`` (50) epochs per label.
 
@@ -16,6 +16,8 @@ MAD × 1.4826 (:func:`anomaly_index`); backdoored iff AI ≥ 2; flagged labels h
 first (lowest L1) is ``nc_label``. With an exposure (X+NC, paper Eq. 10): one run, for the exposed
 label on θ_b; the model-level decision uses the exposure statistic (VAR of the ``D_d`` prediction
 shares > 0.01, §6.4) and the mask L1 is recorded (its negative is the model-level DR score, §6.3).
+The standard detection fields (:class:`DefenseResult`): ``model_score`` = the anomaly index without
+an exposure, −L1 of the exposed label's mask with one; ``label_scores`` = ``nc_label_scores`` (plain NC).
 The recovered trigger (mask, pattern and m·p) is returned as images, the paper's Fig. 7.
 Cost: (K or 1) × ≤ ``epochs`` × ⌈|D_d|/64⌉ forward+backward passes of 64 images.
 """
@@ -64,7 +66,7 @@ class Trigger:
 
 
 def anomaly_index(l1: list[float], threshold: float = 2.0) -> tuple[float, list[float], list[int]]:
-    """NC's MAD outlier test (§6.1 steps 2–5) on per-label mask norms.
+    """NC's MAD outlier test (docs/methods.md §6.1.1 steps 2–5) on per-label mask norms.
 
     Returns (AI, per-label signed scores (med − l_t)/MAD, flagged labels sorted by l_t). The median
     follows numpy (mean of the two middle values for even K) and MAD = 1.4826 · median |l − med|.
@@ -104,7 +106,7 @@ class NeuralCleanse(Defense):
     early_stop_threshold: float = 1.0  # "no improvement" = best L1 ≥ this × the previous best
     early_stop_patience: Count = 10
     ai_threshold: float = 2.0
-    var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (§6.4)
+    var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (docs/methods.md §6.4)
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         start = time.perf_counter()
@@ -123,6 +125,7 @@ class NeuralCleanse(Defense):
         ai, scores, flagged = anomaly_index(l1, self.ai_threshold)
         label = flagged[0] if flagged else None
         fields = {"nc_flagged": ai >= self.ai_threshold, "nc_label": label, "anomaly_index": ai,
+                  "model_score": ai, "label_scores": scores,  # the standard detection fields (DefenseResult)
                   "nc_flagged_labels": flagged, "nc_label_scores": scores,
                   "nc_mask_l1": {str(t): v for t, v in enumerate(l1)},
                   "nc_label_l1": l1[label] if label is not None else None,
@@ -136,6 +139,7 @@ class NeuralCleanse(Defense):
         fields = {"nc_flagged": var > self.var_threshold, "nc_label": exposed.label,
                   "nc_exposure_var": var, "nc_label_share": float(exposed.label_share),
                   "nc_mask_l1": {str(exposed.label): tr.l1}, "nc_label_l1": tr.l1,
+                  "model_score": -tr.l1,  # a smaller trigger for the exposed label = more suspicious
                   "nc_attack_acc": round(tr.attack_acc, 4), "nc_success": tr.success, "nc_epochs": tr.epochs}
         return fields, tr
 

@@ -1,4 +1,4 @@
-"""Recovery-only — EBYD-RP without the pruning step (paper §VI-D, Table V; reference §7.2).
+"""Recovery-only — EBYD-RP without the pruning step (paper §VI-D, Table V; docs/methods.md §7.2).
 
 The [D] reading: θ_b with the continuous masks learned by RP's recovery step applied, m ⊙ θ_b
 (γ_k·m_k, β untouched), keeping the BN running statistics that recovery left behind, evaluated in

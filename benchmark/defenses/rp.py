@@ -1,11 +1,11 @@
-"""EBYD-RP — Recover-Pruning (paper §V-C, Alg. 2; reference §7.1).
+"""EBYD-RP — Recover-Pruning (paper §V-C, Alg. 2; docs/methods.md §7.1).
 
 1. Recovery: on the exposed model θ_b, learn one mask value per BN channel (γ·m, β untouched) by
    minimising α·CE on augmented ``D_d`` (SGD lr 0.2, momentum 0.9, batch 128, 20 epochs, train-mode
    BN, masks clamped to [0, 1] after every step). Channels the backdoor needs recover least.
 2. Pruning on the ORIGINAL model θ: γ_k := 0 for every channel with m_k ≤ t.
 
-Which channels are pruned (``selection``, reference §7.1-5/6): ``dd_rule`` (default) is the reference's
+Which channels are pruned (``selection``, docs/methods.md §7.1-5/6): ``dd_rule`` (default) is the project's
 defender-only dynamic threshold — the largest t in {0.05, …, 0.70} whose pruned model keeps ``D_d``
 accuracy ≥ acc₀ − ``max_acc_drop``; ``threshold`` prunes m ≤ the fixed ``threshold``; ``fraction``
 prunes the ⌊``fraction`` · N⌋ channels with the lowest masks (ties by layer order; RNP's
@@ -47,7 +47,7 @@ class RecoverPruning(UnitSelection, Defense):
     epochs: Count = 20
     batch_size: Count = 128
     select_holdout: NonNegativeInt = 0  # hold out this many D_d samples from recovery, for the threshold rule
-    prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned channels
+    prune_bias: bool = False  # ablation only (docs/methods.md §7.1-4): also zero β of the pruned channels
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         recover_data, select_data = split_holdout(ctx.data, self.select_holdout)
@@ -94,7 +94,7 @@ def select_by_dd_rule(model: nn.Module, masks: list[torch.Tensor], ctx: MethodCo
 
 def prune(model: nn.Module, units: Selection, prune_bias: bool = False) -> nn.Module:
     """Copy of θ with γ_k := 0 for every selected BN channel; β is kept, so the channel outputs the
-    constant β_k before the ReLU (as RNP), unless ``prune_bias`` (the reference's ablation)."""
+    constant β_k before the ReLU (as RNP), unless ``prune_bias`` (an ablation, docs/methods.md §7.1-4)."""
     pruned = copy.deepcopy(model)
     layers = batchnorms(pruned)
     if len(layers) != len(units):

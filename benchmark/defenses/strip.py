@@ -1,4 +1,4 @@
-"""STRIP (Gao et al. 2019) on θ, or on an exposed θ_b ("X+STRIP"); paper Eq. 8, reference §6.2.
+"""STRIP (Gao et al. 2019) on θ, or on an exposed θ_b ("X+STRIP"); paper Eq. 8, docs/methods.md §6.2.
 
 An input filter: for each input x independently, draw N (100) overlay images x_n from ``D_d``
 without replacement (x itself excluded when x ∈ ``D_d``), superimpose clip(x + x_n, 0, 1) in [0, 1]
@@ -8,7 +8,7 @@ H(x) = −Σ_n Σ_c p_c log₂ p_c. Score = −H (low entropy = suspicious; orie
 of the input's pixels, so a score never depends on which other inputs share its batch. X+STRIP
 scores with θ_b; overlays are unchanged. The model is never modified (``model=None``).
 
-Optional decision (STRIP-orig; reference §6.2-7), off by default: with ``decision_frr`` (e.g. 0.01)
+Optional decision (STRIP-orig; docs/methods.md §6.2-7), off by default: with ``decision_frr`` (e.g. 0.01)
 every ``D_d`` input is scored the same way (its overlays from the rest of ``D_d``), a normal
 distribution is fitted to those entropies, and its ``decision_frr`` quantile is the threshold: an
 input is flagged when H < threshold. The harness then also reports ``strip_frr`` (clean test inputs

@@ -1,4 +1,4 @@
-"""AWP — adversarial weight perturbation of BatchNorm (paper §IV-B3, Eq. 6, App. B; reference §5.4).
+"""AWP — adversarial weight perturbation of BatchNorm (paper §IV-B3, Eq. 6, App. B; docs/methods.md §5.4).
 
 Every BN layer's scale and shift become γ·(1 + δ) and β·(1 + ξ) (the NoisyBatchNorm2d form). For
 each ε in 0.1, …, 0.9: draw δ, ξ ~ U(−ε, ε) once, then for one epoch over ``D_d`` (batch 128,
@@ -8,7 +8,7 @@ onto [−ε, ε] (PGD). The exposed model at ε is the victim with the final (δ
 The perturbation is computed with BN in eval mode (running statistics), so that γ and β are the
 only thing that changes.
 
-Choices made (reference §9 row 8): the official ``awp.py`` re-draws the noise every batch, never
+Choices made (docs/methods.md §9 row 8): the official ``awp.py`` re-draws the noise every batch, never
 projects, runs six passes per ε, applies the ε values one after another to the same network in
 train mode (so BN running statistics drift on ``D_d``), and leaves the last batch's noise on;
 ``awp_impl="ebyd"`` reproduces that (``epochs`` then defaults to 6).

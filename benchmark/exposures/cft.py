@@ -1,7 +1,7 @@
-"""CFT — Confusion Fine-Tuning (paper §IV-B1, Eq. 4; reference §5.2).
+"""CFT — Confusion Fine-Tuning (paper §IV-B1, Eq. 4; docs/methods.md §5.2).
 
 Fine-tune on ``D_d`` with random labels so the clean mapping is confused while the trigger →
-target shortcut, which no random label contradicts, survives. Defaults are the reference's [D]:
+target shortcut, which no random label contradicts, survives. Defaults are the project's [D]:
 fresh uniform labels for every batch, independent of x (the EBYD ``sfft.py`` behaviour), Adam 1e-4
 with wd 5e-4, batch 128, augmentation, BN in train mode during updates (``sfft.py`` leaves BN in
 eval mode by a quirk), at most 20 epochs; after each epoch stop on the CUL ``D_d`` rule

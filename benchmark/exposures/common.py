@@ -1,4 +1,4 @@
-"""Helpers shared by the exposures (reference §5): ``D_d`` statistics, trace rows and level sweeps.
+"""Helpers shared by the exposures (docs/methods.md §5): ``D_d`` statistics, trace rows and level sweeps.
 
 Every exposure records, per step, the eval-mode accuracy, mean CE and prediction histogram on the
 un-augmented ``D_d`` (the only numbers a method may read), and calls ``ctx.monitor`` once per step

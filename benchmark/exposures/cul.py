@@ -1,11 +1,11 @@
-"""CUL — Clean Unlearning (paper §IV-A, reference §5.1).
+"""CUL — Clean Unlearning (paper §IV-A, docs/methods.md §5.1).
 
 Gradient ascent on the cross-entropy of the defense data until the model's clean behaviour is
-gone, which leaves the backdoor dominant. Defaults are the reference's [D] column: SGD lr 0.01,
+gone, which leaves the backdoor dominant. Defaults are the project's [D]: SGD lr 0.01,
 momentum 0.9, wd 5e-4, ×0.1 at epoch 10, batch 128, BN in train mode during ascent; after each
 epoch stop when un-augmented ``D_d`` accuracy ≤ CA_min (default 1/K) or mean ``D_d`` CE ≥ γ = 40.
 
-Official-code variants (reference §5.1), by configuration:
+Official-code variants (docs/methods.md §5.1), by configuration:
   * ``stop_on="train_accuracy", ca_min=0.2``: RNP's rule, stop when the running accuracy of the
     epoch's augmented, train-mode batches is ≤ 0.20 (it usually fires before the eval-mode one);
   * ``optimizer="adam", lr=1e-5``: the optimizer of EBYD's ``unlearn.py`` (its BN-eval quirk and

@@ -1,4 +1,4 @@
-"""Pruning — activation-based model sparsification (paper §IV-B2, Eq. 5; reference §5.3).
+"""Pruning — activation-based model sparsification (paper §IV-B2, Eq. 5; docs/methods.md §5.3).
 
 Score every penultimate feature (the model's ``features()`` output: 512 post-ReLU layer4 channels
 for ResNet-18, 8·width for the narrow variants) by its mean activation over un-augmented ``D_d``
@@ -7,7 +7,7 @@ at rates 0.1, …, 0.9 (cumulative). A feature is zeroed through its column of t
 layer, so the exposed model keeps the victim's architecture. The rate kept is the smallest whose
 ``D_d`` accuracy is ≤ 0.30 (the paper's "almost 30%" target; ASR is not visible), otherwise 0.9.
 
-Choices made (reference §9 row 7): the official ``act_prune.py`` prunes the 10 **logits** in
+Choices made (docs/methods.md §9 row 7): the official ``act_prune.py`` prunes the 10 **logits** in
 ascending order, which at rate 0.9 leaves one logit whatever the backdoor, and ascending order is
 the fine-pruning (removal) direction; ``layer="linear", order="ascending"`` reproduces it.
 """

@@ -20,9 +20,7 @@ Example::
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,55 +29,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ebyd_bench.benchmark.errors import ConfigError
+from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, DOMAINS, EXPOSURES, MODELS
 from ebyd_bench.benchmark.registry import Registry, UnknownNameError
-from ebyd_bench.benchmark.training import TrainRecipe
-
-
-class MethodSpec(BaseModel):
-    """A registered name plus keyword parameters; written as ``name`` or ``{name: ..., param: ...}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    #: display name in tables, to tell apart two entries of one method with different parameters
-    label: str | None = None
-    #: attacks only: train this attack for these seeds instead of the grid's ``seeds`` (e.g. three
-    #: clean controls, ``{name: none, seeds: [0, 1, 2]}``, for model-level detection rates)
-    seeds: tuple[int, ...] | None = None
-
-    @classmethod
-    def parse(cls, raw: Any) -> "MethodSpec":
-        if isinstance(raw, str):
-            return cls(name=raw)
-        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            label = raw.get("label")
-            if label is not None and not isinstance(label, str):
-                raise ValueError(f"'label' must be a string, got {label!r}")
-            seeds = raw.get("seeds")
-            if seeds is not None:
-                seeds = tuple(_distinct_ints(seeds, f"{raw['name']}: 'seeds'"))
-            return cls(name=raw["name"], label=label, seeds=seeds,
-                       params={k: v for k, v in raw.items() if k not in ("name", "label", "seeds")})
-        raise ValueError(f"expected a name or a mapping with a 'name' key, got {raw!r}")
-
-    def to_raw(self) -> str | dict[str, Any]:
-        """The form :meth:`parse` reads: the bare name, or ``{name, **params, label?, seeds?}``."""
-        raw: dict[str, Any] = {"name": self.name, **self.params}
-        if self.label is not None:
-            raw["label"] = self.label
-        if self.seeds is not None:
-            raw["seeds"] = list(self.seeds)
-        return self.name if len(raw) == 1 else raw
-
-    @property
-    def shown(self) -> str:
-        """The name tables, records and progress bars show: the ``label``, else the method's name."""
-        return self.label or self.name
-
-    @property
-    def identity(self) -> str:
-        """Hashable identity: the name plus a digest of the parameters."""
-        return f"{self.name}:{json.dumps(self.params, sort_keys=True, default=str)}"
+from ebyd_bench.benchmark.specs import MethodSpec, ModelFactory, _distinct_ints, _pydantic_message, build_dataclass, build_method
 
 
 class DatasetSpec(BaseModel):
@@ -89,7 +41,7 @@ class DatasetSpec(BaseModel):
     test_subset: int | None = Field(None, gt=0, description="test images evaluated (None = all)")
     defense_size: int = Field(500, gt=0, description="|D_d|, drawn from the training split")
     defense_in_training: bool = Field(
-        False, description="ablation: also train the victim on D_d (clean), as the reference code does; "
+        False, description="ablation: also train the victim on D_d (clean), as the public EBYD code does; "
                            "by default D_d is held out of victim training")
     download: bool = False
 
@@ -168,64 +120,71 @@ class GridConfig(BaseModel):
             raw[key] = [spec.to_raw() for spec in getattr(self, key)]
         return raw
 
-    def train_recipe(self) -> Any:
-        """TrainRecipe for image datasets, TextRecipe for text ones (their loader has ``domain = "text"``)."""
-        from ebyd_bench.benchmark.registries import DATASETS
 
-        if getattr(DATASETS.get(self.dataset.name), "domain", "image") == "text":
-            from ebyd_bench.benchmark.text.training import TextRecipe
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A method of the grid: its spec as written and the object built from it once, at load time.
 
-            if self.dataset.defense_in_training:
-                raise ValueError("dataset.defense_in_training is an image-only ablation")
+    ``method`` is the configured instance (``None`` for the ``none`` exposure); stages that keep
+    state (an attack's trained trigger) work on a fresh copy (:meth:`fresh`)."""
 
-            return build_dataclass(TextRecipe, self.recipe, "recipe")
-        return build_dataclass(TrainRecipe, self.recipe, "recipe")
+    spec: MethodSpec
+    method: Any
+    kind: str  # "attack", "exposure" or "defense"
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
-def _distinct_ints(values: Any, where: str) -> list[int]:
-    if (not isinstance(values, (list, tuple)) or not values or len(set(values)) != len(values)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
-        raise ValueError(f"{where} must be a non-empty list of distinct integers, got {values!r}")
-    return list(values)
+    @property
+    def shown(self) -> str:
+        return self.spec.shown
 
-
-def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
-    """Instantiate a dataclass from user parameters with type checking and clear errors."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
-    hints = typing.get_type_hints(cls, include_extras=True)  # keeps the benchmark.params constraints
-    values = {}
-    for key, value in params.items():
-        try:
-            values[key] = pydantic.TypeAdapter(hints[key]).validate_python(value, strict=False)
-        except pydantic.ValidationError as exc:
-            raise ConfigError(f"{where}: parameter '{key}': {_pydantic_message(exc)}") from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    def fresh(self) -> Any:
+        """A new instance with the same parameters (runs the same checks again)."""
+        return type(self.method)(**self.method.params())
 
 
-def build_method(registry: Registry, spec: MethodSpec, where: str) -> Any:
-    """Look ``spec.name`` up in ``registry`` and instantiate it with ``spec.params``."""
-    try:
-        cls = registry.get(spec.name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return build_dataclass(cls, spec.params, f"{where} '{spec.name}'")
+@dataclass(frozen=True)
+class Grid:
+    """A validated, resolved grid: what :func:`load_configs` returns and the runner consumes.
+
+    Nothing downstream re-parses raw mappings: methods, recipe and model factory are built once."""
+
+    config: GridConfig
+    domain: str  # the dataset's domain ("image", "text"): which :class:`Domain` runs it
+    recipe: Any  # the domain's recipe dataclass (TrainRecipe, TextRecipe), as configured
+    model: ModelFactory
+    attacks: tuple[ResolvedMethod, ...]
+    exposures: tuple[ResolvedMethod, ...]
+    defenses: tuple[ResolvedMethod, ...]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def dataset(self) -> DatasetSpec:
+        return self.config.dataset
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.config.seeds
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    def models(self) -> list[tuple[int, ResolvedMethod]]:
+        """(seed, attack) of every poisoned model, seed-major (see :meth:`GridConfig.models`)."""
+        by_name = {a.name: a for a in self.attacks}  # attack names are distinct within a grid
+        return [(seed, by_name[spec.name]) for seed, spec in self.config.models()]
+
+    def to_raw(self) -> dict[str, Any]:
+        return self.config.to_raw()
 
 
-def _pydantic_message(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
-
-
-def load_config(path: str | Path) -> GridConfig:
+def load_config(path: str | Path) -> Grid:
     """Read and fully validate a single-grid YAML (every method name and parameter is checked)."""
     configs = load_configs(path)
     if len(configs) != 1:
@@ -233,7 +192,7 @@ def load_config(path: str | Path) -> GridConfig:
     return configs[0]
 
 
-def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[GridConfig]:
+def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[Grid]:
     """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated
     after the ``KEY=VALUE`` ``overrides`` (see :func:`apply_overrides`) are applied to it."""
     path = Path(path)
@@ -278,30 +237,52 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def validate_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
-    from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, EXPOSURES, MODELS
-
+def validate_config(raw: dict[str, Any], where: str = "config") -> Grid:
+    """Validate one grid's mapping and resolve it: every method instantiated with checked parameters,
+    the recipe built for the dataset's domain and the model's parameters checked against its factory."""
     try:
         cfg = GridConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"{where}: {_pydantic_message(exc)}") from None
-    for spec in cfg.attacks:
-        build_method(ATTACKS, spec, f"{where}: attack")
-    for spec in cfg.exposures:
-        if spec.name != "none":
-            build_method(EXPOSURES, spec, f"{where}: exposure")
-    for spec in cfg.defenses:
-        build_method(DEFENSES, spec, f"{where}: defense")
-    for registry, name, key in ((DATASETS, cfg.dataset.name, "dataset"), (MODELS, cfg.model.name, "model")):
-        try:
-            registry.get(name)
-        except UnknownNameError as exc:
-            raise ConfigError(f"{where}: {key}: {exc}") from None
-    from ebyd_bench.benchmark.text.domain import check_domains
-
     try:
-        check_domains(cfg)  # e.g. an image defense in a text grid, or a text attack on CIFAR-10
-        cfg.train_recipe()
+        return resolve(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return cfg
+
+
+def resolve(cfg: GridConfig) -> Grid:
+    """The :class:`Grid` of a validated config (raises :class:`ConfigError` naming the bad setting)."""
+    dataset = _lookup(DATASETS, cfg.dataset.name, "dataset")
+    domain = getattr(dataset, "domain", "image")
+    domain_cls = _lookup(DOMAINS, domain, "domain")
+    attacks = tuple(ResolvedMethod(s, build_method(ATTACKS, s, "attack"), "attack") for s in cfg.attacks)
+    exposures = tuple(ResolvedMethod(s, None if s.name == "none" else build_method(EXPOSURES, s, "exposure"),
+                                     "exposure") for s in cfg.exposures)
+    defenses = tuple(ResolvedMethod(s, build_method(DEFENSES, s, "defense"), "defense") for s in cfg.defenses)
+    model = ModelFactory.checked(cfg.model.name, cfg.model.params)
+    _check_domains(domain, cfg.dataset.name, model, attacks + exposures + defenses)
+    domain_cls.check_config(cfg)
+    recipe = build_dataclass(domain_cls.recipe_type, cfg.recipe, "recipe")
+    return Grid(cfg, domain, recipe, model, attacks, exposures, defenses)
+
+
+def _lookup(registry: Registry, name: str, where: str) -> Any:
+    try:
+        return registry.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_domains(domain: str, dataset: str, model: ModelFactory, methods: tuple[ResolvedMethod, ...]) -> None:
+    """Every method and the model must belong to the dataset's domain (``none`` fits both): ``rp`` in a
+    text grid or ``badnet_rw`` on CIFAR-10 fails here, before anything runs. Objects without a
+    ``domain`` attribute are image ones."""
+    registries = {"attack": ATTACKS, "exposure": EXPOSURES, "defense": DEFENSES}
+    groups = [("model", MODELS, model.name, model.factory)]
+    groups += [(m.kind, registries[m.kind], m.name, m.method) for m in methods if m.name != "none"]
+    for kind, registry, name, obj in groups:
+        found = getattr(obj, "domain", "image")
+        if found != domain:
+            fitting = [n for n in registry.names() if getattr(registry.get(n), "domain", "image") == domain]
+            raise ConfigError(f"{kind} '{name}' is for {found} data but dataset '{dataset}' is "
+                              f"{domain}; {domain} {kind}s: {', '.join(fitting)}")

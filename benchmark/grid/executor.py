@@ -1,8 +1,11 @@
 """Stages of a grid as a DAG, and the executors that run them.
 
 A :class:`Stage` is one unit of work whose output is an artifact keyed by a hash of everything
-that determines it. Executors only see stages and their dependencies, so a distributed executor
-(e.g. one Ray task per stage) can replace :class:`LocalExecutor` without touching the planner.
+that determines it. It is a small picklable description (kind, key, seed, the names of the grid's
+methods it applies, its parents' keys), not a closure: any process that holds the grid can execute
+it. Executors only see stages, their dependencies and an ``execute(stage, inputs)`` callable, so a
+distributed executor (e.g. one Ray task per stage) can replace :class:`LocalExecutor` without
+touching the planner.
 """
 
 from __future__ import annotations
@@ -21,12 +24,19 @@ class Stage:
     key: str
     kind: str  # "train", "expose" or "cell"
     label: str  # human-readable, for logs and progress bars
-    deps: tuple[str, ...]
-    fn: Callable[[dict[str, Any]], Any]  # receives {dep_key: dep_output}
+    deps: tuple[str, ...]  # keys of the stages whose outputs this one reads
+    seed: int
+    attack: str  # the grid's attack (its name)
+    exposure: str | None = None  # the grid's exposure (its label), None for none
+    defense: str | None = None  # the grid's defense (its label), cells only
+
+
+#: executes one stage given {dep_key: dep_output}; returns the stage's output
+Execute = Callable[[Stage, dict[str, Any]], Any]
 
 
 class Executor(Protocol):
-    def run(self, stages: list[Stage]) -> dict[str, Any]:
+    def run(self, stages: list[Stage], execute: Execute) -> dict[str, Any]:
         """Run every stage after its dependencies; return {key: output} of the sink stages."""
 
 
@@ -57,7 +67,7 @@ def topological_order(stages: list[Stage]) -> list[Stage]:
 class LocalExecutor:
     """Runs stages one after another in this process, freeing outputs nobody needs any more."""
 
-    def run(self, stages: list[Stage]) -> dict[str, Any]:
+    def run(self, stages: list[Stage], execute: Execute) -> dict[str, Any]:
         order = topological_order(stages)
         consumers = {s.key: sum(s.key in t.deps for t in order) for s in order}
         outputs: dict[str, Any] = {}
@@ -66,7 +76,7 @@ class LocalExecutor:
         for stage in bar:
             bar.set_postfix_str(stage.label, refresh=True)
             log.info("stage %s", stage.label)
-            result = stage.fn({d: outputs[d] for d in stage.deps})
+            result = execute(stage, {d: outputs[d] for d in stage.deps})
             for dep in stage.deps:
                 consumers[dep] -= 1
                 if consumers[dep] == 0:

@@ -1,4 +1,4 @@
-"""CIFAR ResNet-18 (reference §2.1): 3×3 stem, no max-pool, 4×2 BasicBlocks, 4×4 average pool.
+"""CIFAR ResNet-18 (docs/methods.md §2.1): 3×3 stem, no max-pool, 4×2 BasicBlocks, 4×4 average pool.
 
 The norm layer is injectable so that defenses can swap in masked or noisy BatchNorm. ``width``
 scales every stage (64 → the paper's model; 16 → the narrow CPU variant with the same topology).
@@ -6,11 +6,12 @@ scales every stage (64 → the paper's model; 16 → the narrow CPU variant with
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from ebyd_bench.benchmark.registries import MODELS
 
@@ -18,6 +19,8 @@ NormLayer = Callable[[int], nn.Module]
 #: measured with torch 2.14 on an AVX2 CPU: width ≤ 4 hangs the channels-last 1x1-convolution
 #: backward and corrupts memory in double backward (I-BAU); width 8 and up run cleanly
 MIN_WIDTH = 8
+#: a grid's ``model.params.width``: checked when the config is loaded
+Width = Annotated[int, Field(ge=MIN_WIDTH)]
 
 
 class BasicBlock(nn.Module):
@@ -78,12 +81,12 @@ class ResNetCifar(nn.Module):
 
 
 @MODELS.register("resnet18")
-def resnet18(num_classes: int = 10, width: int = 64, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetCifar:
+def resnet18(num_classes: int = 10, width: Width = 64, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetCifar:
     """The paper's CIFAR ResNet-18 (11,173,962 parameters for 10 classes at width 64)."""
     return ResNetCifar((2, 2, 2, 2), num_classes, width, norm_layer)
 
 
 @MODELS.register("resnet18_narrow")
-def resnet18_narrow(num_classes: int = 10, width: int = 16, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetCifar:
+def resnet18_narrow(num_classes: int = 10, width: Width = 16, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetCifar:
     """Same topology as ``resnet18`` with a quarter of the channels: the CPU-preset victim."""
     return ResNetCifar((2, 2, 2, 2), num_classes, width, norm_layer)

@@ -1,6 +1,6 @@
 """What text methods share: the defense data, the method context, and eval-mode prediction.
 
-The defender's ``D_d`` is 500 clean training sentences (reference §1.1), never used to train the
+The defender's ``D_d`` is 500 clean training sentences (docs/methods.md §1.1, §1.10), never used to train the
 victim. Every statistic a text method may read comes from :func:`dd_stats` (eval mode, so dropout
 off). :class:`FilteredClassifier` is how an input-filtering defense (ONION) hands back a model: the
 harness predicts through it, so CACC and ASR are measured on the processed inputs.
@@ -101,7 +101,7 @@ def dd_stats(model: nn.Module, data: TextDefenseData, device: str) -> tuple[floa
 
 
 def read_off_label(model: nn.Module, data: TextDefenseData, device: str) -> tuple[int, float, list[float]]:
-    """Backdoor label = the class most predicted on ``D_d`` (ties → smallest index), reference §5."""
+    """Backdoor label = the class most predicted on ``D_d`` (ties → smallest index), docs/methods.md §5."""
     shares = prediction_shares(predict_texts(model, data.texts, device), data.num_classes)
     label = int(np.argmax(shares))
     return label, float(shares[label]), [float(s) for s in shares]

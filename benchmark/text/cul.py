@@ -1,4 +1,4 @@
-"""CUL on text victims — ``cul_text`` (paper §IV-A, App. B; reference §5.1 "Text CUL").
+"""CUL on text victims — ``cul_text`` (paper §IV-A, App. B; docs/methods.md §5.1.1).
 
 Gradient ascent on the CE of ``D_d`` with AdamW lr 2e-6 (weight decay 0), batch 32, dropout active
 (train mode); after each epoch stop when eval-mode ``D_d`` accuracy ≤ CA_min (default 1/K) or mean

@@ -1,4 +1,4 @@
-"""Fine-tuning baseline on text victims — ``ft_text`` (paper App. B; reference §7.4).
+"""Fine-tuning baseline on text victims — ``ft_text`` (paper App. B; docs/methods.md §7.4-1).
 
 Fine-tune all weights of the backdoored model for 10 epochs on the 500 clean defense samples:
 AdamW lr 2e-5 (weight decay 0), batch 32, linear schedule with 3 warm-up epochs, last epoch kept.

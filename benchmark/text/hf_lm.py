@@ -1,4 +1,4 @@
-"""A Hugging Face causal LM (GPT-2 by default) as ONION's perplexity scorer (reference §7.4).
+"""A Hugging Face causal LM (GPT-2 by default) as ONION's perplexity scorer (docs/methods.md §7.4-2).
 
 [D] No truncation below the LM's context (OB truncates at 96 tokens); padded positions are masked
 out of the loss (OB lets them in); each text is prefixed with the BOS token (GPT-2: <|endoftext|>)

@@ -1,4 +1,4 @@
-"""Masks on the LayerNorm scales of a text encoder (reference §2.2, §7.1 "Text RP").
+"""Masks on the LayerNorm scales of a text encoder (docs/methods.md §2.2, §7.1.1).
 
 [D] One mask value per unit of γ in every LayerNorm of the encoder: ``embeddings.LayerNorm`` and,
 per layer, ``attention.output.LayerNorm`` and ``output.LayerNorm`` — 25 × 768 = 19,200 units for
@@ -94,7 +94,7 @@ def apply_masks(model: nn.Module, masks: list[torch.Tensor], units: Selection | 
 
 @dataclass
 class LayerNormRecovery(Defense):
-    """Shared recovery hyper-parameters of ``rp_text`` and ``recover_text`` (reference §7.1 text)."""
+    """Shared recovery hyper-parameters of ``rp_text`` and ``recover_text`` (docs/methods.md §7.1.1)."""
 
     domain = "text"
     uses_exposure = True

@@ -1,4 +1,4 @@
-"""Text metrics (reference §1.3), in the image record schema (``ca``, ``ca_nt``, ``asr``).
+"""Text metrics (docs/methods.md §1.3), in the image record schema (``ca``, ``ca_nt``, ``asr``).
 
 CACC = accuracy on the full clean test split (or the evaluated subset); ASR = share of triggered
 non-target test samples predicted as the target (the target class is excluded whatever the caller

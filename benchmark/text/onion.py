@@ -1,4 +1,4 @@
-"""ONION — perplexity-based word removal (reference §7.4) [C OB ``onion_defender.py``; ``thunlp/ONION``].
+"""ONION — perplexity-based word removal (docs/methods.md §7.4-2) [C OB ``onion_defender.py``; ``thunlp/ONION``].
 
 Per input, split on spaces; p₀ = perplexity of the text, p_i = perplexity without word i; remove
 every word with f_i = p₀ − p_i > bar. [D] bar = 0 with a strict ">" (words whose removal does not

@@ -1,4 +1,4 @@
-"""Recovery-only on text victims — ``recover_text`` (paper §VI-D, Table V; reference §7.2).
+"""Recovery-only on text victims — ``recover_text`` (paper §VI-D, Table V; docs/methods.md §7.2).
 
 [D] θ_b with the learned continuous LayerNorm masks applied (γ := γ·m on the exposed model), the
 recovery step of ``rp_text`` alone, evaluated in eval mode. Without an exposure, masks are learned

@@ -1,4 +1,4 @@
-"""EBYD-RP on text victims — ``rp_text`` (paper App. B; reference §7.1 "Text RP", §7.4).
+"""EBYD-RP on text victims — ``rp_text`` (paper App. B; docs/methods.md §7.1.1, §7.4-3).
 
 1. Recovery on the exposed model θ_b (CUL by default): masks on the LayerNorm γ units, see
    :mod:`ebyd_bench.benchmark.text.layernorm_masks`.
@@ -33,7 +33,7 @@ class TextRecoverPruning(UnitSelection, LayerNormRecovery):
     """EBYD-RP for text: LayerNorm-γ masks recovered on θ_b (AdamW 0.1), pruned on θ by the D_d rule."""
 
     select_holdout: NonNegativeInt = 0  # hold out this many D_d samples from recovery, for the threshold rule
-    prune_bias: bool = False  # ablation only (reference §7.1-4): also zero β of the pruned units
+    prune_bias: bool = False  # ablation only (docs/methods.md §7.1-4): also zero β of the pruned units
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         data = text_ctx_data(ctx)

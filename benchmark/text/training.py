@@ -1,4 +1,4 @@
-"""Fine-tuning of text victims (reference §2.4) and the loop the text defenses reuse.
+"""Fine-tuning of text victims (docs/methods.md §2.4) and the loop the text defenses reuse.
 
 [D] AdamW with weight decay 0 (= Adam, as the paper states), lr 2e-5 and batch 32 (OpenBackdoor's
 defaults); a linear schedule with warm-up: 13 epochs of which 3 warm up for BadNet-RW/SL,

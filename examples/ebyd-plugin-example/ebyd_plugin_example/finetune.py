@@ -1,6 +1,6 @@
 """Plain fine-tuning (FT): train every weight of the suspect model on the clean defense data.
 
-The classic removal baseline (reference §7.3): SGD lr 0.01, momentum 0.9, weight decay 5e-4,
+The classic removal baseline (ebyd-bench's docs/methods.md §7.3-1): SGD lr 0.01, momentum 0.9, weight decay 5e-4,
 batch 128, 20 epochs at a constant learning rate on augmented ``D_d`` (random crop + flip), keep
 the last epoch. It ignores the exposed model. Only ``D_d`` is used, as the threat model requires.
 
