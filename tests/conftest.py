@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ebyd_bench/cli.py
+# One intra-op thread per test process (set before torch is imported; OMP_NUM_THREADS=N overrides it).
+# The tiny models here gain little from a second thread, and on a 2-core machine where anything else
+# runs, a 2-thread OpenMP team waits for its descheduled partner at every op: the 30-epoch fixture of
+# tests/exposures/ took 20-38 s instead of 6-10 s. The sandbox and plug-in child processes inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 

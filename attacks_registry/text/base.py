@@ -57,7 +57,7 @@ class PoisonedTextSet:
 @dataclass
 class TextAttack(Attack):
     """An all-to-one text backdoor; its cache key is :meth:`params` plus the digests of
-    :meth:`trigger_files`, which the text harness adds."""
+    :meth:`trigger_files`, which the text domain adds."""
 
     target: int = 1
     backend: Literal["native", "openbackdoor"] = "native"

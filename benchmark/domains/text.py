@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 
 from ebyd_bench.adapters.text_data import read_tsv
 from ebyd_bench.attacks_registry.text.base import TextAttack, TextAttackContext
+from ebyd_bench.benchmark.cache import ArtifactCache
 from ebyd_bench.benchmark.errors import ConfigError, DataError
 from ebyd_bench.benchmark.grid.config import Grid, GridConfig, ResolvedMethod
 from ebyd_bench.benchmark.grid.domain import Domain, Monitor
@@ -55,8 +57,8 @@ class TextDomain(Domain):
     recipe_type = TextRecipe
     unit = "sentences"
 
-    def __init__(self, grid: Grid, *args: Any, **kwargs: Any) -> None:
-        super().__init__(grid, *args, **kwargs)
+    def __init__(self, grid: Grid, data_root: Path, cache: ArtifactCache, device: str) -> None:
+        super().__init__(grid, data_root, cache, device)
         self._memo: dict[str, Any] = {}
         for attack in grid.attacks:  # an unavailable attack (Syntactic without paraphrases) fails here
             self.attack(attack, grid.seeds[0])

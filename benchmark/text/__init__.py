@@ -1,4 +1,4 @@
-"""The text domain (docs/methods.md §1.10, §2.2, §2.4, §4, §5.1.1, §7.1.1, §7.4).
+"""Text exposures and defenses (docs/methods.md §1.10, §2.2, §2.4, §4, §5.1.1, §7.1.1, §7.4).
 
 Importing this package registers the text exposure and defenses under their own names —
 ``cul_text``, ``rp_text``, ``recover_text``, ``ft_text`` and ``onion`` — each with
