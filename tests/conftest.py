@@ -73,6 +73,24 @@ TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture
+def run_yaml(tmp_path, data_root, seeded_cache):
+    """``run_yaml(text)``: write a grid YAML, run it through the CLI (exit 0 required) and return its
+    records (one dict per line of ``OUT/results.jsonl``) and the output folder."""
+    import json
+
+    from ebyd_bench.cli import main
+
+    def run(text: str) -> tuple[list[dict], Path]:
+        config, out = tmp_path / "grid.yaml", tmp_path / "out"
+        config.write_text(text)
+        assert main(["run", str(config), "--out", str(out), "--cache-dir", str(seeded_cache),
+                     "--data-root", str(data_root)]) == 0
+        return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()], out
+
+    return run
+
+
+@pytest.fixture
 def tiny_config_path() -> Path:
     return TINY_CONFIG
 

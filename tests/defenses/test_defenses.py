@@ -396,24 +396,17 @@ def test_model_detection_auroc_of_nc_and_exposed_nc():
 
 
 @pytest.mark.e2e
-def test_detectors_run_through_the_harness(tmp_path, data_root, seeded_cache):
+def test_detectors_run_through_the_harness(run_yaml):
     """Fields are JSON-able, NC's trigger images are saved, STRIP's scorer becomes strip_auroc."""
     import json
 
-    from ebyd_bench.cli import main
-
-    config = tmp_path / "grid.yaml"
-    config.write_text(
+    records, out = run_yaml(
         "dataset: {name: cifar10, train_subset: 300, test_subset: 100, defense_size: 64}\n"
         "model: {name: resnet18_narrow, params: {width: 8}}\n"
         "recipe: {name: tiny, epochs: 1, batch_size: 64}\n"
         "attacks: [badnets]\nexposures: [none, {name: cul, epochs: 1}]\n"
         "defenses: [{name: nc, epochs: 1}, {name: strip, n_overlays: 8}, fp]\ndetection_eval_size: 40\n")
-    out = tmp_path / "out"
-    assert main(["run", str(config), "--out", str(out), "--cache-dir", str(seeded_cache),
-                 "--data-root", str(data_root)]) == 0
-    lines = (out / "results.jsonl").read_text().splitlines()
-    recs = {(r["exposure"], r["defense"]): r for r in map(json.loads, lines)}
+    recs = {(r["exposure"], r["defense"]): r for r in records}
     plain, exposed = recs[(None, "nc")]["defense_info"], recs[("cul", "nc")]["defense_info"]
     assert len(plain["nc_mask_l1"]) == K and "anomaly_index" in plain
     assert exposed["nc_label"] == recs[("cul", "nc")]["exposed_label"] and len(exposed["nc_mask_l1"]) == 1

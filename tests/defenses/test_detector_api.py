@@ -1,12 +1,10 @@
 """The harness side of detection: input-filter AUROC, inspection images, unchanged CA/ASR."""
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from ebyd_bench.cli import main
 from ebyd_bench.benchmark.methods import Defense, DefenseResult
 from ebyd_bench.benchmark.registries import DEFENSES
 
@@ -35,17 +33,13 @@ def registered():
         DEFENSES.add("test_corner_filter", CornerFilter)
 
 
-def test_input_filter_scores_are_turned_into_an_auroc(tmp_path, data_root, seeded_cache):
-    config = tmp_path / "grid.yaml"
-    config.write_text(
+def test_input_filter_scores_are_turned_into_an_auroc(run_yaml, tmp_path):
+    records, out = run_yaml(
         "dataset: {name: cifar10, train_subset: 300, test_subset: 200, defense_size: 100}\n"
         "model: {name: resnet18_narrow, params: {width: 8}}\n"
         "recipe: {name: tiny, epochs: 1, batch_size: 64}\n"
         "attacks: [badnets]\ndefenses: [none, test_corner_filter]\ndetection_eval_size: 150\n")
-    out = tmp_path / "out"
-    assert main(["run", str(config), "--out", str(out), "--cache-dir", str(seeded_cache),
-                 "--data-root", str(data_root)]) == 0
-    recs = {r["defense"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    recs = {r["defense"]: r for r in records}
     info = recs["test_corner_filter"]["defense_info"]
     assert info["test_corner_filter_auroc"] > 0.95  # the BadNets corner is trivially detectable
     assert info["flagged"] is True and recs["test_corner_filter"]["defense_category"] == "input_filtering"
