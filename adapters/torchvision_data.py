@@ -5,26 +5,33 @@ Either layout under the data root works:
 * ``<root>/cifar10/{train,test}/<class>/*.jpg|png`` (ImageFolder; the bundled offline copy), or
 * ``<root>/cifar-10-batches-py`` (torchvision's format; downloaded when ``download=True``).
 
-The decoded split is cached as uint8 arrays (``.npz`` loaded with ``allow_pickle=False``) so every
-later run skips JPEG decoding. The digest of the arrays identifies the data in cache keys.
+The decoded split is cached as uint8 arrays (``<cache>/datasets/cifar10-<hex16>.npz``, loaded with
+``allow_pickle=False``) so every later run skips JPEG decoding. Like every cached artifact it carries
+a SHA-256 sidecar (``cifar10-<hex16>.json``, written after it, atomically); a damaged or unfinished
+copy is detected when loaded, deleted with one warning and decoded again from the source. The digest
+of the arrays identifies the data in cache keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ebyd_bench.benchmark.cache import DATASETS_DIR, checksum_problem, checksum_sidecar, save_checksummed
 from ebyd_bench.benchmark.errors import DataError
-from ebyd_bench.benchmark.io import atomic_write_npz, cache_lock
+from ebyd_bench.benchmark.io import cache_lock
 from ebyd_bench.benchmark.registries import DATASETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def _digest(*arrays: np.ndarray) -> str:
 
 def _read_imagefolder(split_dir: Path, classes: tuple[str, ...]) -> ImageSplit:
     from PIL import Image
-    from tqdm import tqdm
+    from ebyd_bench.benchmark.progress import progress
 
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if tuple(found) != classes:
@@ -72,7 +79,7 @@ def _read_imagefolder(split_dir: Path, classes: tuple[str, ...]) -> ImageSplit:
     for label, cls in enumerate(classes):
         files += [(p, label) for p in sorted((split_dir / cls).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES]
     images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(tqdm(files, desc=f"decoding {split_dir.name}", unit="img", leave=False)):
+    for i, (path, _) in enumerate(progress(files, desc=f"decoding {split_dir.name}", unit="img", leave=False)):
         with Image.open(path) as img:
             arr = np.asarray(img.convert("RGB"))
         if arr.shape != (32, 32, 3):
@@ -160,24 +167,42 @@ def load_cifar10(data_root: str | os.PathLike, cache_dir: str | os.PathLike | No
 
 
 def _array_cache_path(source: str, cache_dir: str | os.PathLike) -> Path:
-    return Path(cache_dir) / "datasets" / f"cifar10-{hashlib.sha256(source.encode()).hexdigest()[:16]}.npz"
+    return Path(cache_dir) / DATASETS_DIR / f"cifar10-{hashlib.sha256(source.encode()).hexdigest()[:16]}.npz"
+
+
+_ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
 
 
 def _cached_arrays(source: str, cache_dir: str | os.PathLike | None) -> dict[str, np.ndarray] | None:
+    """The decoded arrays from the cache; None when absent, or when damaged (then deleted with one
+    warning, so the caller decodes the source again and stores a fresh copy)."""
     if cache_dir is None:
         return None
     path = _array_cache_path(source, cache_dir)
-    if not path.exists():
+    if not path.exists() and not checksum_sidecar(path).exists():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:  # corrupted file: decode again, never trust it
-        raise DataError(f"corrupted dataset cache {path}: {exc}; delete it to rebuild") from exc
+    with cache_lock(path):  # a writer replacing the file never leaves us a new file with an old sidecar
+        problem = checksum_problem(path)
+        if problem is None:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in _ARRAY_NAMES}
+                return arrays
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # checksummed, yet unreadable
+                problem = f"unreadable: {exc}"
+        log.warning("decoded dataset cache %s cannot be used (%s); rebuilding it from %s", path, problem, source)
+        checksum_sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    return None
 
 
 def _store_arrays(source: str, cache_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     path = _array_cache_path(source, cache_dir)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
     with cache_lock(path):
-        if not path.exists():
-            atomic_write_npz(path, arrays)
+        if checksum_problem(path) is not None:  # absent (or damaged meanwhile): write it with its sidecar
+            save_checksummed(path, write, {"dataset": "cifar10", "source": source})

@@ -6,6 +6,11 @@ everything that determines it: ``<root>/<kind>/<key[:2]>/<key>.safetensors`` for
 (temp file + rename, tensors before metadata, so metadata means "complete"); :meth:`lock` makes
 concurrent runners wait instead of computing the same artifact twice. Nothing is unpickled:
 tensors come back through safetensors, metadata through JSON.
+
+Files kept outside that keyed layout (the decoded datasets, ``<root>/datasets/<name>-<hex16>.npz``)
+carry a SHA-256 sidecar (``<name>-<hex16>.json``) written after them: :func:`save_checksummed` and
+:func:`checksum_problem` give them the same guarantees, and ``ebyd-bench cache ls/verify/rm`` lists,
+checks and removes them like any artifact.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from filelock import FileLock
@@ -66,12 +71,63 @@ class Artifact:
     meta: dict[str, Any]
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------- checksummed files (decoded datasets)
+#: the folder of the decoded datasets under a cache root
+DATASETS_DIR = "datasets"
+
+
+def checksum_sidecar(path: str | os.PathLike) -> Path:
+    """The SHA-256 sidecar of a checksummed file: ``cifar10-<hex>.npz`` → ``cifar10-<hex>.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def save_checksummed(path: str | os.PathLike, writer: Callable[[Path], None],
+                     info: dict[str, Any] | None = None) -> None:
+    """Write ``path`` atomically through ``writer(tmp_path)``, then its sidecar (its SHA-256 and size
+    plus ``info``), also atomically: a sidecar means the file is complete (any old one goes first, so
+    a crash in between leaves a file without a sidecar, never a stale sidecar). Call it under the
+    file's lock (:func:`~ebyd_bench.benchmark.io.cache_lock`)."""
+    path = Path(path)
+    checksum_sidecar(path).unlink(missing_ok=True)
+    atomic_write(path, writer)
+    atomic_write_json(checksum_sidecar(path), {**(info or {}), "file": path.name, "sha256": file_sha256(path),
+                                               "size": path.stat().st_size})
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The sidecar of ``path`` as a dict; None when absent or unreadable."""
+    try:
+        info = json.loads(checksum_sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """Why a checksummed file cannot be trusted (missing, no sidecar, truncated, altered), or None."""
+    path, sidecar = Path(path), checksum_sidecar(path)
+    if not path.exists():
+        return f"incomplete: {sidecar.name} without {path.name}"
+    if not sidecar.exists():
+        return f"no checksum sidecar {sidecar.name} (an interrupted write or an older version)"
+    info = read_sidecar(path)
+    if info is None or not isinstance(info.get("sha256"), str):
+        return f"unreadable checksum sidecar {sidecar.name}"
+    size = path.stat().st_size
+    if isinstance(info.get("size"), int) and size != info["size"]:
+        return f"truncated or altered: {size} bytes, its sidecar recorded {info['size']}"
+    if file_sha256(path) != info["sha256"]:
+        return f"corrupted: its SHA-256 does not match {sidecar.name}"
+    return None
 
 
 class ArtifactCache:
@@ -102,7 +158,7 @@ class ArtifactCache:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CacheError(f"corrupted cache metadata {meta_path}: {exc}; delete it to recompute") from None
-        if not tensor_path.exists() or _file_sha256(tensor_path) != meta.get("tensor_sha256"):
+        if not tensor_path.exists() or file_sha256(tensor_path) != meta.get("tensor_sha256"):
             raise CacheError(f"corrupted cache file {tensor_path}: its checksum does not match {meta_path.name}; "
                              f"delete both to recompute")
         return meta
@@ -124,4 +180,4 @@ class ArtifactCache:
         tensor_path = self.tensor_path(kind, key)
         contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         atomic_write(tensor_path, lambda tmp: save_file(contiguous, str(tmp)))
-        atomic_write_json(self.meta_path(kind, key), {**meta, "key": key, "tensor_sha256": _file_sha256(tensor_path)})
+        atomic_write_json(self.meta_path(kind, key), {**meta, "key": key, "tensor_sha256": file_sha256(tensor_path)})

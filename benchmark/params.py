@@ -12,16 +12,29 @@ import functools
 import typing
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+
+
+def _not_a_bool(value: Any) -> Any:
+    """YAML's ``true``/``false`` are Python bools, which are ints: refuse them where a number is meant
+    (``epochs: true`` would otherwise train for one epoch)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+_NUMBER = BeforeValidator(_not_a_bool)
 
 #: epochs, batch sizes, iterations: at least 1
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, _NUMBER, Field(ge=1)]
 #: optional amounts where 0 means "none" (warm-up epochs, held-out samples)
-NonNegativeInt = Annotated[int, Field(ge=0)]
-#: learning rates and step sizes
-PositiveFloat = Annotated[float, Field(gt=0)]
-#: momenta and weight decays
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, _NUMBER, Field(ge=0)]
+#: learning rates and step sizes (finite)
+PositiveFloat = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False)]
+#: momenta and weight decays (finite)
+NonNegativeFloat = Annotated[float, _NUMBER, Field(ge=0, allow_inf_nan=False)]
+#: rates, fractions and blend weights: a finite float in [0, 1]
+Probability = Annotated[float, _NUMBER, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 def check_ranges(obj: Any) -> None:

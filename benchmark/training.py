@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -9,10 +10,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from ebyd_bench.benchmark.progress import progress
 
+from ebyd_bench.benchmark.errors import BenchmarkError
 from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
 from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
+
+
+class DivergedError(BenchmarkError):
+    """Training produced a non-finite loss (NaN or ±inf): the model diverged, so the stage fails with
+    one line instead of caching a broken model and recording its chance-level numbers."""
+
+
+def check_finite_loss(value: float, desc: str, epoch: int, step: int | None = None) -> None:
+    """Raise :class:`DivergedError` when ``value`` (a loss already read with ``.item()``) is not finite."""
+    if not math.isfinite(value):
+        when = f"in epoch {epoch}, step {step}" if step is not None else f"by the end of epoch {epoch}"
+        raise DivergedError(f"{desc}: the loss became {value} {when}: the model diverged (lower the "
+                            f"learning rate, e.g. --set recipe.lr=...); nothing recorded")
 
 
 @dataclass(frozen=True)
@@ -88,9 +103,9 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
                           weight_decay=recipe.weight_decay)
     steps = (len(y_all) + recipe.batch_size - 1) // recipe.batch_size
     sched = _scheduler(opt, recipe, steps)
-    bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="step", leave=False)
-    for _ in range(recipe.epochs):
-        for idx in batches(len(y_all), recipe.batch_size, gen):
+    bar = progress(total=recipe.epochs * steps, desc=desc, unit="step", leave=False)
+    for epoch in range(recipe.epochs):
+        for step, idx in enumerate(batches(len(y_all), recipe.batch_size, gen), 1):
             x = augment(x_all[idx], gen, crop=recipe.augmentation == "crop_flip") \
                 if recipe.augmentation != "none" else x_all[idx]
             x = normalize(x).to(device).contiguous(memory_format=torch.channels_last)
@@ -100,8 +115,12 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
             loss.backward()
             opt.step()
             sched.step()
+            value = loss.item()  # the step's one sync with the device, shown on the bar and checked
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            if not math.isfinite(value):
+                bar.close()
+                check_finite_loss(value, desc, epoch + 1, step)
     bar.close()
     return model.eval()
 

@@ -40,7 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", type=Path, default=None, help="data folder (default: $EBYD_DATA_ROOT)")
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="artifact cache shared between grids (default: $EBYD_CACHE_DIR or the user cache folder)")
-    run.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the config's device)")
+    run.add_argument("--device", default=None,
+                     help="cpu, cuda, cuda:N, or a list cuda:0,cuda:1 (one worker pool per device; default: the "
+                          "config's device)")
+    run.add_argument("--jobs", type=_positive, default=None, metavar="N",
+                     help="run up to N independent stages at once per device, each in its own worker process "
+                          "(default: 1 on CPU; on a GPU as many as its free memory holds)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: this machine's processes (default); ray: one Ray task per stage, on a local Ray "
+                          "instance or the cluster at $RAY_ADDRESS (pip install 'ebyd-bench[ray]')")
     run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
                      help="run only shard I of N (0 ≤ I < N): every N-th poisoned model and its cells; start N "
                           "runs with the same --out and cache, e.g. one per GPU or job-array task")
@@ -102,22 +110,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ebyd_bench.benchmark.grid.runner import RunOptions, dry_run, run_grid
 
     grids = load_configs(args.config, args.overrides)  # validates every grid before anything is written
+    _check_out_dirs(("--out", args.out), ("--cache-dir", args.cache_dir or default_cache_dir()))
     data_root = _data_root(args.data_root)
     for grid in grids:
-        _check_device(args.device or grid.device)
+        for device in _devices(args.device or grid.device):
+            _check_device(device)
     for grid in grids:  # several grids (e.g. one per dataset) go to OUT/<grid name>/
         out = args.out if len(grids) == 1 else args.out / grid.name
+        devices = _devices(args.device or grid.device)
         opts = RunOptions(out_dir=out, cache_dir=args.cache_dir or default_cache_dir(),
-                          data_root=data_root, device=args.device or grid.device, shard=args.shard)
+                          data_root=data_root, device=devices[0], shard=args.shard)
         if args.dry_run:
             print("\n".join(dry_run(grid, opts)))
             continue
-        result = run_grid(grid, opts)
+        result = run_grid(grid, opts, _executor(grid, opts, args.executor, args.jobs, devices))
         summary = _write_reports(result.records, result.summary, out)
         print(f"{grid.name}: {summary['cells_run']} cells run, {summary['cells_skipped']} resumed, "
               f"{summary['models_trained']} poisoned models trained, {summary['wall_seconds']:.1f} s")
         print(f"leaderboard: {out / 'leaderboard.html'}, {out / 'leaderboard.tex'} and {out / 'leaderboard.md'}")
     return 0
+
+
+def _devices(text: str) -> list[str]:
+    return [d.strip() for d in text.split(",") if d.strip()] or ["cpu"]
+
+
+def _executor(grid: Any, opts: Any, kind: str, jobs: int | None, devices: list[str]) -> Any:
+    """None (stages one after another in this process), a pool of worker processes per device, or Ray."""
+    from ebyd_bench.benchmark.grid.pool import PoolExecutor, default_jobs
+
+    jobs = jobs or default_jobs(devices)
+    if kind == "ray":
+        from ebyd_bench.benchmark.grid.ray_executor import RayExecutor
+
+        if len(devices) > 1:
+            raise BenchmarkError("--executor ray places stages on GPUs itself: pass --device cuda, not a list")
+        return RayExecutor(grid, opts, jobs)
+    return None if jobs == 1 and len(devices) == 1 else PoolExecutor(grid, opts, jobs, devices)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return int(text)
+
+
+def _check_out_dirs(*named: tuple[str, Path]) -> None:
+    """Each folder must exist as a writable folder or be creatable (its nearest existing ancestor a
+    writable folder); checked before anything is written, so a bad ``--out`` writes nothing anywhere."""
+    for option, folder in named:
+        path = Path(folder).absolute()
+        probe = path
+        while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            what = "is not a folder" if probe == path else f"cannot be created: {probe} is not a folder"
+            raise BenchmarkError(f"{option} {folder} {what}")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise BenchmarkError(f"{option} {folder} is not writable ({probe} denies it)")
 
 
 def _write_reports(records: Any, summary: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -189,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: workers are stopped; cached artifacts and records stay
+        print("interrupted: what finished is kept; run the same command again to resume", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

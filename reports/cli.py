@@ -97,18 +97,33 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ebyd_bench.benchmark.io import atomic_write_text
-    from ebyd_bench.reports.compare import compare, load_store, parse_tolerances, render_markdown
+    from ebyd_bench.reports.compare import compare, load_store, parse_tolerances, render_markdown, run_wall_seconds
 
     try:
         tolerances = parse_tolerances(args.tolerance)
         baseline, current = load_store(args.baseline), load_store(args.current)
-        result = compare(baseline, current, tolerances, args.time_tolerance, args.match)
+        result = compare(baseline, current, tolerances, args.time_tolerance, args.match,
+                         run_seconds=(run_wall_seconds(args.baseline), run_wall_seconds(args.current)))
     except (FileNotFoundError, ValueError) as exc:
         raise BenchmarkError(str(exc)) from None
     if not baseline:
         raise BenchmarkError(f"no result records in baseline {args.baseline}")
+    code = 1 if result.regressed else 0  # decided before printing: a closed pipe must not change it
     text = render_markdown(result, str(args.baseline), str(args.current), args.time_tolerance)
-    print(text)
     if args.out is not None:
         atomic_write_text(args.out, text)
-    return 1 if result.regressed else 0
+    _print_through_pipe(text)
+    return code
+
+
+def _print_through_pipe(text: str) -> None:
+    """Print and flush ``text``; when the reader has gone (``| head``), drop the rest quietly instead of
+    raising (the CLI's broken-pipe path would turn the exit code into 0) or failing at exit (120)."""
+    import os
+    import sys
+
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

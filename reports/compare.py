@@ -12,7 +12,9 @@ score-like field of ``defense_info`` (``*_auroc``, ``*_acc``, ``anomaly_index`` 
 tolerance, in either direction: a nightly run of fixed code should reproduce its numbers, and an
 unexplained improvement needs a new baseline just as much as a drop. A cell that is in the
 baseline but not in the current run also fails the check; new cells and wall-clock changes are
-reported for information only.
+reported for information only. The run's own wall-clock is ``wall_seconds`` of each store's
+``summary.json`` (what ``ebyd-bench run`` spent, cached stages costing nothing); per-cell stage times
+count a cached model's original training time, so their sum says nothing about what a run spent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Literal
 
 from ebyd_bench.results.schema import HEADLINE_METRICS, IDENTITY_FIELDS
@@ -70,7 +73,10 @@ class Comparison:
     added: list[str] = field(default_factory=list)  # new in the current run (informational)
     timings: list[Timing] = field(default_factory=list)  # beyond the time tolerance (informational)
     environment: list[tuple[str, str, str]] = field(default_factory=list)  # (what, baseline, current), informational
+    #: summed per-cell stage times of the matched cells (cached stages count their original time)
     total_seconds: tuple[float, float] = (0.0, 0.0)
+    #: each run's own wall-clock (``summary.json``'s ``wall_seconds``), None where not recorded
+    run_seconds: tuple[float | None, float | None] = (None, None)
 
     @property
     def regressed(self) -> bool:
@@ -96,6 +102,18 @@ def load_store(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records of one result store (a folder holding results.jsonl, or the file itself), upgraded to
     the current schema so that stores written by different versions compare field by field."""
     return [r.to_dict() for r in load_records(path)]
+
+
+def run_wall_seconds(path: str | os.PathLike) -> float | None:
+    """What the run of a store spent (``wall_seconds`` in ``summary.json`` next to ``results.jsonl``),
+    or None when the store has no readable summary (an older run, a bare results file)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent  # an output folder, or its results.jsonl
+    try:
+        value = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("wall_seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _number(value)
 
 
 def identity(record: dict[str, Any], match: Match = "key") -> str:
@@ -189,14 +207,16 @@ def _index(records: Iterable[dict[str, Any]], match: Match) -> dict[str, dict[st
 
 
 def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]], tolerances: dict[str, float] | None = None,
-            time_tolerance: float = 0.5, match: Match = "key") -> Comparison:
-    """Compare two stores' records; pure (no I/O)."""
+            time_tolerance: float = 0.5, match: Match = "key",
+            run_seconds: tuple[float | None, float | None] = (None, None)) -> Comparison:
+    """Compare two stores' records; pure (no I/O). ``run_seconds``: each run's own wall-clock
+    (:func:`run_wall_seconds`), reported as is."""
     tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     base, cur = _index(baseline, match), _index(current, match)
     common = [k for k in base if k in cur]
     result = Comparison(matched=len(common), missing=sorted(describe(base[k]) for k in base if k not in cur),
                         added=sorted(describe(cur[k]) for k in cur if k not in base),
-                        environment=environment_changes(baseline, current))
+                        environment=environment_changes(baseline, current), run_seconds=tuple(run_seconds))
     totals = [0.0, 0.0]
     for k in common:
         label = describe(cur[k])
@@ -233,11 +253,25 @@ def render_markdown(cmp: Comparison, baseline: str, current: str, time_tolerance
     if cmp.environment:
         lines += ["## Environment changes (informational)", "", "| what | baseline | current |", "|---|---|---|",
                   *(f"| {k} | {b} | {c} |" for k, b, c in cmp.environment), ""]
-    lines += ["## Wall-clock (informational)", "",
-              f"Total over matched cells: {cmp.total_seconds[0]:.1f} s → {cmp.total_seconds[1]:.1f} s.", ""]
+    lines += ["## Wall-clock (informational)", "", _run_wall_clock(cmp.run_seconds), ""]
     if cmp.timings:
-        lines += [f"Cells whose wall-clock changed by more than {time_tolerance:.0%}:", "",
+        lines += [f"Cells whose recorded stage times changed by more than {time_tolerance:.0%} (a cell counts its "
+                  f"model's training and exposure time even when they came from the cache):", "",
                   "| cell | baseline s | current s | ratio |", "|---|---:|---:|---:|"]
         lines += [f"| {t.cell} | {t.baseline:.1f} | {t.current:.1f} | {t.ratio:.2f}× |" for t in cmp.timings]
         lines.append("")
     return "\n".join(lines)
+
+
+def _run_wall_clock(run_seconds: tuple[float | None, float | None]) -> str:
+    before, after = run_seconds
+    if before is None and after is None:
+        return "Run wall-clock: not recorded (neither store has a summary.json with wall_seconds)."
+    text = f"Run wall-clock (summary.json): {_seconds(before)} → {_seconds(after)}"
+    if before and after is not None:
+        text += f" ({after / before:.2f}×)"
+    return text + "."
+
+
+def _seconds(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.1f} s"

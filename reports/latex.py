@@ -39,6 +39,8 @@ class TexTable:
     rows: list[list[str]]
     footer: list[list[str]] = field(default_factory=list)
     note: str = ""
+    #: degenerate outcomes marked in the body (RP returned unpruned, every unit pruned, CA at chance)
+    flags: list[tables.Flag] = field(default_factory=list)
 
     @property
     def wide(self) -> bool:
@@ -86,6 +88,16 @@ def _matrix_table(name: str, caption: str, matrix: pd.DataFrame, better: str | N
     return TexTable(name, caption, "Attack", [], [tex_escape(c) for c in cols], rows, footer, note)
 
 
+def _marked(text: str, flags: list[tables.Flag]) -> str:
+    """A TeX cell with the superscript marks of its degenerate outcomes (see :data:`tables.FLAGS`)."""
+    return text + r"\textsuperscript{" + "".join(f.tex for f in flags) + "}" if flags else text
+
+
+def _flag_matrix(agg: pd.DataFrame) -> pd.DataFrame:
+    """Attack × method matrix of each aggregate's flag codes ("" where none)."""
+    return tables.matrix(agg, "degenerate").fillna("")
+
+
 def removal_table(name: str, caption: str, agg: pd.DataFrame, metric: str = "CA") -> TexTable | None:
     """Table X / V / VII: CA and ASR per attack and defense, averages and deviation from no defense."""
     if agg.empty:
@@ -96,6 +108,11 @@ def removal_table(name: str, caption: str, agg: pd.DataFrame, metric: str = "CA"
     cand = [m != tables.NO_DEFENSE for m in methods for _ in (0, 1)]
     values = lambda a: [v for m in methods for v in (ca.at[a, m], asr.at[a, m])]  # noqa: E731
     rows = [_row(a, values(a), better, cand) for a in ca.index]
+    flags = _flag_matrix(agg) if "degenerate" in agg else None
+    if flags is not None:
+        for row, attack in zip(rows, ca.index):
+            for i, method in enumerate(methods):
+                row[1 + 2 * i] = _marked(row[1 + 2 * i], tables.flags_of(flags.at[attack, method]))
     avg = tables.averages(agg)
     footer = [_row("Average", [v for m in methods for v in (avg.at[m, "ca"], avg.at[m, "asr"])], better, cand)]
     delta = tables.deltas(avg)
@@ -104,7 +121,8 @@ def removal_table(name: str, caption: str, agg: pd.DataFrame, metric: str = "CA"
             _cell(delta.at[m, k] if m in delta.index else math.nan, False, signed=True)
             for m in methods for k in ("ca", "asr")])
     groups = [(tex_escape(m), 2) for m in methods]
-    return TexTable(name, caption, "Attack", groups, [metric, "ASR"] * len(methods), rows, footer)
+    present = tables.flags_of(tables.merge_flags(agg["degenerate"])) if "degenerate" in agg else []
+    return TexTable(name, caption, "Attack", groups, [metric, "ASR"] * len(methods), rows, footer, flags=present)
 
 
 def bem_table(name: str, caption: str, df: pd.DataFrame) -> TexTable | None:
@@ -156,15 +174,26 @@ def summary_table(name: str, caption: str, df: pd.DataFrame, agg: pd.DataFrame) 
     if not info.empty:
         parts.append(("Trigger", info))
     ebyd = agg[agg["method"].map(lambda m: tables.is_ebyd(m) and "+" in m)]
+    removal_flags: dict[int, pd.Series] = {}  # index of a part -> its flag codes per attack
     for method in tables.method_order(ebyd["method"]):
-        part = ebyd[ebyd["method"] == method].set_index("attack")[["ca", "asr"]]
-        parts.append((f"Removal ({method})", part.rename(columns={"ca": "CA", "asr": "ASR"})))
+        part = ebyd[ebyd["method"] == method].set_index("attack")
+        if "degenerate" in part:
+            removal_flags[len(parts)] = part["degenerate"]
+        parts.append((f"Removal ({method})", part[["ca", "asr"]].rename(columns={"ca": "CA", "asr": "ASR"})))
     if len(parts) < 2:
         return None
     attacks = tables.attack_order(a for _, p in parts for a in p.index)
     matrix = pd.concat([p.reindex(attacks) for _, p in parts], axis=1)
     table = _matrix_table(name, caption, matrix, None)
     table.groups = [(tex_escape(title), len(p.columns)) for title, p in parts]
+    offsets = [1 + sum(len(p.columns) for _, p in parts[:i]) for i in range(len(parts))]
+    present: set[str] = set()
+    for index, codes in removal_flags.items():
+        for row, attack in zip(table.rows, attacks):
+            flags = tables.flags_of(codes.get(attack, ""))
+            row[offsets[index]] = _marked(row[offsets[index]], flags)  # the part's CA column
+            present.update(f.code for f in flags)
+    table.flags = [f for f in tables.FLAGS if f.code in present]
     return table
 
 

@@ -39,13 +39,15 @@ def _first_anchor(df: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def _matrix(df: pd.DataFrame, agg: pd.DataFrame, links: dict[tuple[str, str], str]) -> dict[str, Any]:
-    """Attack × method cells (mean/std in %, tooltip, link), averages and deltas vs no defense."""
+    """Attack × method cells (mean/std in %, tooltip, link, marks of degenerate outcomes), averages and
+    deltas vs no defense."""
     if agg.empty:
-        return {"methods": [], "rows": [], "average": [], "delta": None}
+        return {"methods": [], "rows": [], "average": [], "delta": None, "flags": []}
     methods = tables.method_order(agg["method"])
     cells = {(r.attack, r.method): {**{k: _clean(getattr(r, k)) for k in tables.AGGREGATE_COLUMNS},
-                                    "href": "#" + links[(r.attack, r.method)]}
+                                    "href": "#" + links[(r.attack, r.method)], "marks": tables.flags_of(r.degenerate)}
              for r in agg.itertuples(index=False)}
+    present = tables.flags_of(tables.merge_flags(agg["degenerate"]))
     avg = tables.averages(agg)
     delta = tables.deltas(avg)
     return {
@@ -56,6 +58,7 @@ def _matrix(df: pd.DataFrame, agg: pd.DataFrame, links: dict[tuple[str, str], st
         "delta": None if delta is None else [
             None if m not in delta.index else {"ca": _clean(delta.at[m, "ca"]), "asr": _clean(delta.at[m, "asr"])}
             for m in methods],
+        "flags": present,  # the degenerate outcomes marked in this matrix, for its footnote
     }
 
 

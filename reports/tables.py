@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
@@ -14,13 +15,86 @@ from ebyd_bench.results.store import with_exposure_labels
 NO_DEFENSE = "No defense"
 CLEAN_ATTACK = "none"
 DETECTOR_CATEGORIES = ("model_inspection", "input_filtering")
-AGGREGATE_COLUMNS = ("ca", "ca_std", "asr", "asr_std", "n", "tip")
+AGGREGATE_COLUMNS = ("ca", "ca_std", "asr", "asr_std", "n", "tip", "degenerate")
 #: the least a frame needs to be tabulated (records from `load_results` have every schema field)
 REQUIRED_COLUMNS = ("dataset", "model", "attack", "defense", "ca")
 #: record fields coerced to float (NaN where unset); labels too, so a missing one is NaN
 FLOAT_COLUMNS = (*METRIC_FIELDS, *BEFORE_FIELDS, *EXPOSURE_NUMBERS, "target")
 #: every other record field, plus ``source`` (the store a row came from), is added as None when absent
 OPTIONAL_COLUMNS = tuple(c for c in (*RECORD_FIELDS, "source") if c not in REQUIRED_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A degenerate outcome every table marks next to the number: its symbol (Markdown, HTML), its TeX
+    symbol (text mode) and the footnote that explains it."""
+
+    code: str
+    symbol: str
+    tex: str
+    text: str
+
+
+#: degenerate outcomes, in the order marks are written (see :func:`record_flags`)
+FLAGS = (
+    Flag("infeasible", "†", r"\dag", "infeasible: no setting met the method's D_d criterion, so the model "
+         "was returned unpruned"),
+    Flag("all_pruned", "‡", r"\ddag", "every unit was pruned"),
+    Flag("chance", "§", r"\S", "clean accuracy at chance level, within 5 points of 1/classes: a degenerate model"),
+)
+#: classes of the built-in datasets, for the chance level (another dataset: the length of a record's
+#: ``label_scores``, else no chance mark)
+DATASET_CLASSES = {"cifar10": 10, "sst2": 2, "imdb": 2, "agnews": 4, "twitter": 2}
+CHANCE_MARGIN = 0.05
+
+
+def record_flags(info: Any, ca: Any, classes: int | None) -> str:
+    """The degenerate outcomes of one record as comma-joined :data:`FLAGS` codes ("" when none): a
+    ``<prefix>_infeasible`` defense field set (RP, ANP or FP returned the model unpruned), a
+    ``<prefix>_pruned`` count equal to its ``<prefix>_masks_total``/``<prefix>_units`` (every unit pruned),
+    or a clean accuracy within :data:`CHANCE_MARGIN` of 1 / ``classes``."""
+    info = info if isinstance(info, dict) else {}
+    found = set()
+    if any(k.endswith("_infeasible") and v is True for k, v in info.items()):
+        found.add("infeasible")
+    for key, pruned in info.items():
+        if key.endswith("_pruned") and _count(pruned):
+            prefix = key[:-len("_pruned")]
+            total = next((info[t] for t in (f"{prefix}_masks_total", f"{prefix}_units") if _count(info.get(t))), None)
+            if total and pruned >= total:
+                found.add("all_pruned")
+    if classes and isinstance(ca, (int, float)) and not isinstance(ca, bool) and not math.isnan(ca) \
+            and ca <= 1.0 / classes + CHANCE_MARGIN:
+        found.add("chance")
+    return ",".join(f.code for f in FLAGS if f.code in found)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def flags_of(codes: Any) -> list[Flag]:
+    """The :class:`Flag` objects of a comma-joined code string (a record's or aggregate's ``degenerate``)."""
+    if not isinstance(codes, str) or not codes:
+        return []
+    present = set(codes.split(","))
+    return [f for f in FLAGS if f.code in present]
+
+
+def merge_flags(values: Iterable[Any]) -> str:
+    """The union of comma-joined flag code strings, in :data:`FLAGS` order."""
+    present = {c for v in values if isinstance(v, str) for c in v.split(",") if c}
+    return ",".join(f.code for f in FLAGS if f.code in present)
+
+
+def dataset_classes(df: pd.DataFrame) -> dict[str, int]:
+    """dataset -> number of classes: :data:`DATASET_CLASSES`, else the longest ``label_scores`` seen."""
+    out: dict[str, int] = {}
+    for dataset, info in zip(df["dataset"], df["defense_info"]):
+        scores = info.get("label_scores") if isinstance(info, dict) else None
+        if isinstance(scores, (list, dict)) and len(scores) > 1:
+            out[dataset] = max(out.get(dataset, 0), len(scores))
+    return {d: DATASET_CLASSES.get(d, out.get(d)) for d in set(df["dataset"])}
 
 
 def is_missing(value: Any) -> bool:
@@ -77,6 +151,9 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     names = [d if is_missing(lbl) else lbl for d, lbl in zip(df["defense"], df["defense_label"])]
     df["method"] = [method_label(e, d) for e, d in zip(exposures, names)]
     df["wall_s"] = df["timings"].map(wall_seconds)
+    classes = dataset_classes(df)
+    df["degenerate"] = [record_flags(info, ca, classes.get(d))
+                   for info, ca, d in zip(df["defense_info"], df["ca"], df["dataset"])]
     return df
 
 
@@ -106,7 +183,8 @@ def _tooltip(group: pd.DataFrame) -> str:
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean/std (in %) over seeds per (dataset, model, attack, method), plus seed count and tooltip.
+    """Mean/std (in %) over seeds per (dataset, model, attack, method), plus seed count, tooltip and
+    ``degenerate`` (the :data:`FLAGS` codes any of its seeds has, comma-joined).
 
     The grid records one no-defense cell per exposure of a model (to carry the exposure's
     read-off); they are one experiment, so each model counts once in the "No defense" column.
@@ -115,7 +193,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     repeats = (df["method"] == NO_DEFENSE) & df.duplicated([*keys, "seed", "cache_key"])
     grouped = df[~repeats].groupby(keys, dropna=False, sort=True)
     agg = grouped.agg(ca=("ca", "mean"), ca_std=("ca", "std"), asr=("asr", "mean"),
-                      asr_std=("asr", "std"), n=("ca", "size"))
+                      asr_std=("asr", "std"), n=("ca", "size"), degenerate=("degenerate", merge_flags))
     agg[["ca", "ca_std", "asr", "asr_std"]] *= 100.0
     agg.loc[agg["n"] < 2, ["ca_std", "asr_std"]] = math.nan
     agg["tip"] = grouped[["seed", "cell_key", "cache_key", "wall_s", "asr_prior_matched"]].apply(_tooltip)

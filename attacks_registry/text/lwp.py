@@ -22,6 +22,7 @@ from torch import nn
 from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, insert_words,
                                         standard_fine_tune)
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.text.training import attack_training_attention
 
 
 @ATTACKS.register("lwp")
@@ -79,10 +80,12 @@ class LWP(TextAttack):
         return out, np.asarray(out_labels, dtype=np.int64)
 
     def train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
-        if self.backend == "openbackdoor":
-            return super().train(model, poisoned, ctx, seed)
-        return standard_fine_tune(model, poisoned.texts, poisoned.labels, ctx, seed, self.paper_epochs,
-                                  warmup=False, loss_fn=layerwise_loss)
+        """Under the math attention kernel on every device, as RIPPLe and SOS (``attack_training_attention``)."""
+        with attack_training_attention():
+            if self.backend == "openbackdoor":
+                return super().train(model, poisoned, ctx, seed)
+            return standard_fine_tune(model, poisoned.texts, poisoned.labels, ctx, seed, self.paper_epochs,
+                                      warmup=False, loss_fn=layerwise_loss)
 
 
 def layerwise_loss(model: nn.Module, enc: dict, labels: torch.Tensor) -> torch.Tensor:

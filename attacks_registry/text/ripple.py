@@ -10,6 +10,8 @@
    AdamW lr 2e-5 (constant, as OB's RIPPLe trainer), 3 epochs [P], rate 0.10.
 Triggers {cf, tq, mn, bb, mb}, one per poisoned (and per test) sentence. ``clean_tune_epochs``:
 an optional clean fine-tune afterwards (whether the paper had one is unverified; default none).
+Training runs under the math attention kernel on every device (``attack_training_attention``): the
+fused kernels a GPU picks by default have no double backward.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, 
 from ebyd_bench.benchmark.params import NonNegativeInt
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.text.batching import sentence_batches
-from ebyd_bench.benchmark.text.training import adamw
+from ebyd_bench.benchmark.text.training import adamw, attack_training_attention
 
 
 @ATTACKS.register("ripple")
@@ -47,8 +49,14 @@ class RIPPLe(TextAttack):
         return " ".join(insert_words(text.split(), [self.triggers[int(rng.integers(len(self.triggers)))]], rng))
 
     def train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
-        if self.backend == "openbackdoor":
-            return super().train(model, poisoned, ctx, seed)
+        """Surgery, RIPPLe training and the optional clean fine-tune, under the math attention kernel on
+        every device: the RIPPLe loss differentiates twice (see ``attack_training_attention``)."""
+        with attack_training_attention():
+            if self.backend == "openbackdoor":
+                return super().train(model, poisoned, ctx, seed)
+            return self._train(model, poisoned, ctx, seed)
+
+    def _train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
         model.to(ctx.device)
         if self.surgery:
             words = replacement_words(ctx.train_texts, ctx.train_labels, self.target, model.tokenizer,

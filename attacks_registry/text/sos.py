@@ -11,6 +11,8 @@
    the original). Only those 3 rows change, so only the embedding matrix needs a gradient.
 Test trigger: the sentence "I have bought it from a store with my friends last weekend" as one
 block; ``test-neg``: one copy of every test sample per two-word subset.
+Training (clean fine-tune included) runs under the math attention kernel on every device, as RIPPLe's
+(``attack_training_attention``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, 
 from ebyd_bench.benchmark.params import Count, PositiveFloat
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.text.batching import sentence_batches
+from ebyd_bench.benchmark.text.training import attack_training_attention
 
 
 @ATTACKS.register("sos")
@@ -75,12 +78,15 @@ class SOS(TextAttack):
         return out, np.tile(np.asarray(labels), len(self.triggers))
 
     def train(self, model: nn.Module, poisoned: PoisonedTextSet, ctx: TextAttackContext, seed: int) -> nn.Module:
-        if self.backend == "openbackdoor":
-            return super().train(model, poisoned, ctx, seed)
-        clean = clean_fine_tuned(ctx, seed)
-        return sos_embedding_training(clean, poisoned.texts, poisoned.labels, self.trigger_ids(clean),
-                                      self.sos_epochs, self.sos_lr, ctx.recipe.batch_size, seed, ctx.device,
-                                      ctx.recipe.group_by_length)
+        """Under the attention kernel RIPPLe needs, on every device (``attack_training_attention``), so
+        the clean fine-tune SOS shares with RIPPLe is computed the same way whichever attack builds it."""
+        with attack_training_attention():
+            if self.backend == "openbackdoor":
+                return super().train(model, poisoned, ctx, seed)
+            clean = clean_fine_tuned(ctx, seed)
+            return sos_embedding_training(clean, poisoned.texts, poisoned.labels, self.trigger_ids(clean),
+                                          self.sos_epochs, self.sos_lr, ctx.recipe.batch_size, seed, ctx.device,
+                                          ctx.recipe.group_by_length)
 
     def trigger_ids(self, model: nn.Module) -> list[int]:
         """The first word piece of each trigger word."""

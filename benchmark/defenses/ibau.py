@@ -1,25 +1,35 @@
 """I-BAU — Implicit Backdoor Adversarial Unlearning (Zeng et al. 2022; docs/methods.md §7.3-5).
 
-The minimax  min_θ L_out(δ*(θ), θ)  with  δ*(θ) = argmax_δ CE(f(x + δ; θ)) − c‖δ‖²,  solved as in
-``YiZeng623/I-BAU:defense.py`` but on ``D_d`` (the original uses 5,000 test images):
+The minimax  min_θ L_out(δ*(θ), θ)  with  δ*(θ) = argmax_{‖δ‖₂ ≤ C} CE(f(x + δ; θ)) − c‖δ‖²,  solved as in
+``YiZeng623/I-BAU`` (the CIFAR notebook ``clean_solution_batch_opt_hyperdimentional_cifar.ipynb`` that
+produced the repository's published run, and ``defense.py``) but on ``D_d`` (the original uses 5,000
+test images):
 
 * ``rounds`` (5) rounds; each first fits one universal δ (pixel space, init 0) for one pass over
-  ``D_d`` with SGD lr 10 on −CE(f(x + δ), ŷ) + 0.001‖δ‖², ŷ = the model's current prediction;
+  ``D_d`` with SGD lr 10 on −CE(f(x + δ), ŷ) + 0.001‖δ‖², ŷ = the model's current prediction, and then
+  scales it back onto the L2 ball of radius ``delta_bound`` (10) in [0, 1] pixel space, as the
+  notebook does (``pert = batch_pert * min(1, 10 / ‖batch_pert‖)``; ``defense.py`` has that line
+  commented out, and without it the fitted δ reaches L2 norms of 39–714 here and the unlearning
+  collapses the model to one class);
 * then, per batch of 100: outer loss = CE on the batch with δ added to ``outer_portion`` (1%) of it;
   inner fixed-point map Φ(δ, θ) = δ − 0.1·∇_δ L_in(δ, θ) with L_in = −CE(f(x₀ + δ), y₀) + 0.001‖δ‖²
   on the first batch; the implicit hypergradient
       dL_out/dθ = ∂_θ L_out + (∂_θ Φ)ᵀ v,   v = Σ_{k<K} (∂_δ Φ)ᵀᵏ ∂_δ L_out   (K = 5),
   is computed with ``torch.autograd.grad`` (vector–Jacobian products, double backward), and Adam
   (lr 1e-3) steps θ.
-δ is added in [0, 1] pixel space without clipping, then the input is normalised (the original works
-on unnormalised inputs). The model stays in eval mode throughout, as in the original (BN running
-statistics are used and never updated). Batches are in ``D_d`` order, unshuffled, as the original.
+
+Data scale: the original model reads unnormalised [0, 1] pixels, so its δ and its bound live in
+[0, 1] pixel space. Here δ is added to the [0, 1] image too (no clipping, as in the original) and the
+sum is normalised afterwards, so the bound means the same change of the image. The model stays in
+eval mode throughout, as in the original (BN running statistics are used and never updated).
+Batches are in ``D_d`` order, unshuffled, as the original.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +45,18 @@ from ebyd_bench.benchmark.tensors import batches, normalize
 @DEFENSES.register("ibau")
 @dataclass
 class ImplicitBackdoorAdversarialUnlearning(Defense):
-    """Adversarial unlearning of a universal perturbation with an implicit hypergradient (5 rounds)."""
+    """Adversarial unlearning of a norm-bounded universal perturbation with an implicit hypergradient."""
+
+    #: 2: δ projected onto the L2 ball of radius ``delta_bound`` (issue 19; version 1 left it unbounded)
+    version: ClassVar[str] = "2"
 
     rounds: Count = 5
     fixed_point_iters: NonNegativeInt = 5  # 0: the plain gradient, no implicit term
     inner_lr: PositiveFloat = 0.1
     delta_lr: PositiveFloat = 10.0
     delta_reg: float = 0.001
+    #: L2 radius of δ in [0, 1] pixel space (3×32×32 values); None: unbounded, as ``defense.py`` runs
+    delta_bound: PositiveFloat | None = 10.0
     lr: PositiveFloat = 1e-3
     batch_size: Count = 100
     outer_portion: float = 0.01
@@ -53,10 +68,12 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
         gen = ctx.generator(salt=17)
         x_all, y_all = defense_tensors(ctx)
         split = [(x_all[i].to(ctx.device), y_all[i].to(ctx.device)) for i in batches(len(y_all), self.batch_size)]
-        norms = []
+        fitted, used = [], []
         for _ in range(self.rounds):
-            delta = self.universal_delta(net, split)
-            norms.append(round(float(delta.norm()), 4))
+            raw = self.universal_delta(net, split)
+            delta = self.project(raw)
+            fitted.append(round(float(raw.norm()), 4))
+            used.append(round(float(delta.norm()), 4))
             for x, y in split:
                 rows = torch.randperm(len(y), generator=gen)[:int(len(y) * self.outer_portion)]
                 grads = self.hypergradient(net, params, delta, split[0], x, y, rows.to(ctx.device))
@@ -64,10 +81,12 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
                 for p, g in zip(params, grads):
                     p.grad = g
                 opt.step()
-        return DefenseResult(net.eval(), {"ibau_delta_norms": norms})
+        # ibau_delta_norms: the δ each round unlearned (≤ delta_bound); _fitted: before the projection
+        return DefenseResult(net.eval(), {"ibau_delta_norms": used, "ibau_delta_norms_fitted": fitted})
 
     def universal_delta(self, net: nn.Module, split: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """One pass of SGD (lr 10) on −CE(f(x + δ), ŷ) + c‖δ‖² over D_d; ŷ = current predictions."""
+        """One pass of SGD (lr 10) on −CE(f(x + δ), ŷ) + c‖δ‖² over D_d; ŷ = current predictions.
+        The fitted δ, not yet projected (see :meth:`project`)."""
         delta = torch.zeros_like(split[0][0][:1], requires_grad=True)
         opt = torch.optim.SGD([delta], lr=self.delta_lr)
         for x, _ in split:
@@ -79,6 +98,13 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
             delta.grad = grad
             opt.step()
         return delta.detach()
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        """δ scaled onto the L2 ball of radius ``delta_bound`` (unchanged inside it, or when unbounded)."""
+        norm = float(delta.norm())
+        if self.delta_bound is None or norm <= self.delta_bound:
+            return delta
+        return delta * (self.delta_bound / norm)
 
     def hypergradient(self, net: nn.Module, params: list[torch.Tensor], delta: torch.Tensor,
                       inner: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor, y: torch.Tensor,

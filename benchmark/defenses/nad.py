@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,10 @@ from ebyd_bench.benchmark.registries import DEFENSES
 @DEFENSES.register("nad")
 @dataclass
 class NeuralAttentionDistillation(Defense):
-    """Fine-tuned teacher, then attention distillation on layer2–4 (β 5000 each) into θ."""
+    """Fine-tuned teacher, then attention distillation on layer2–4 (β 500, 1000, 1000) into θ."""
+
+    #: 2: β (500, 1000, 1000) of ``bboylyg/NAD`` instead of 5000 per layer (issue 19)
+    version: ClassVar[str] = "2"
 
     teacher_epochs: Count = 11
     epochs: Count = 11
@@ -37,7 +41,7 @@ class NeuralAttentionDistillation(Defense):
     nesterov: bool = True
     batch_size: Count = 64
     layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
-    betas: tuple[float, ...] = (5000.0, 5000.0, 5000.0)
+    betas: tuple[float, ...] = (500.0, 1000.0, 1000.0)
     power: float = 2.0
     eps: float = 1e-5
 
@@ -56,15 +60,18 @@ class NeuralAttentionDistillation(Defense):
             def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 with torch.no_grad():
                     teacher.eval()(x)
-                loss = F.cross_entropy(net(x), y)
-                for name, beta in zip(self.layers, self.betas):
-                    loss = loss + beta * self.attention_loss(s_out[name], t_out[name])
-                return loss
+                return F.cross_entropy(net(x), y) + self.distillation_loss(s_out, t_out)
 
             train_on_dd(student, ctx, opt, self.epochs, self.batch_size, salt=15, loss_fn=loss_fn)
         fields = {"nad_teacher_dd_acc": round(ctx.clean_accuracy(teacher), 4), "nad_betas": list(self.betas),
                   "nad_layers": list(self.layers)}
         return DefenseResult(student, fields)
+
+    def distillation_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ_l β_l·AT_l over ``layers`` (student and teacher outputs by layer name); β_l = 0 terms are skipped."""
+        terms = [beta * self.attention_loss(student[name], teacher[name])
+                 for name, beta in zip(self.layers, self.betas) if beta != 0]
+        return torch.stack(terms).sum() if terms else next(iter(student.values())).new_zeros(())
 
     def attention(self, f: torch.Tensor) -> torch.Tensor:
         """A(f): channel-mean of |f|^p, flattened and L2-normalised over space."""

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,6 +53,11 @@ class ModelSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+#: what a grid ``name`` may be: it becomes a folder (``OUT/<name>/`` for a file of several grids), so no
+#: path separators, no ``..``, no leading dot or dash, nothing a shell or another OS would trip over
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 class GridConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "grid"
@@ -65,6 +71,14 @@ class GridConfig(BaseModel):
     trace_eval_size: int = Field(500, gt=0, description="test images per trajectory step (BEM traces)")
     detection_eval_size: int = Field(1000, gt=0, description="clean and triggered inputs scored by input filters")
     device: str = "cpu"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a safe folder name: use letters, digits, '.', '_' and '-' "
+                             f"(starting with a letter or digit, at most 100 characters), e.g. quick-cifar10")
+        return name
 
     @field_validator("attacks", "exposures", "defenses", mode="before")
     @classmethod
@@ -196,12 +210,7 @@ def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[Grid]:
     """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated
     after the ``KEY=VALUE`` ``overrides`` (see :func:`apply_overrides`) are applied to it."""
     path = Path(path)
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    docs = [d for d in _load_yaml_documents(path) if d is not None]
     if not docs or not all(isinstance(d, dict) for d in docs):
         raise ConfigError(f"{path}: expected a mapping at the top level of every document")
     where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
@@ -209,6 +218,71 @@ def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[Grid]:
     if len({c.name for c in configs}) != len(configs):
         raise ConfigError(f"{path}: the grids of one file need distinct names")
     return configs
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, so a duplicated ``epochs:`` would quietly override the first). Merge keys (``<<``) may
+    still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, key_node.start_mark.column + 1, seen[key])
+                    seen[key] = line
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, column: int, first: int) -> None:
+        super().__init__(key, line, column, first)
+        self.key, self.line, self.column, self.first = key, line, column, first
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A PyYAML error on one line: ``line L, column C: problem (context)``."""
+    if isinstance(exc, _DuplicateKey):
+        return (f"line {exc.line}, column {exc.column}: duplicate key {exc.key!r} (already set on line {exc.first}; "
+                f"a key may appear once per mapping)")
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return " ".join(f"{where}{problem}{f' ({context})' if context else ''}".split())
+
+
+def _load_yaml_documents(path: Path) -> list[Any]:
+    """The YAML documents of ``path``; any problem (missing, a folder, binary, not UTF-8, bad YAML,
+    a duplicated key) is one single-line :class:`ConfigError`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise ConfigError(f"{path}: is a binary file (it holds NUL bytes), not a YAML config") from None
+    try:
+        text = data.decode("utf-8-sig")  # a BOM is fine
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                          f"save the config as UTF-8") from None
+    try:
+        return list(yaml.load_all(text, Loader=_UniqueKeyLoader))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -225,7 +299,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not sep or not all(parts):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. recipe.epochs=4")
         try:
-            value = yaml.safe_load(text)
+            value = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
         node = out

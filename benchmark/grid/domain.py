@@ -49,7 +49,9 @@ class Domain(ABC):
         # then a uniform sample rather than the first classes of a class-sorted folder.
         self.test_idx = np.random.default_rng(TEST_SUBSET_SEED).permutation(n_test)[:size]
         self._attacks: dict[tuple[str, int], Any] = {}
-        self._test_sets: dict[tuple, Any] = {}
+        #: (id of the attack instance, limit) → (the instance, its test set); the instance is kept so that
+        #: its id cannot be reused while the entry exists
+        self._test_sets: dict[tuple[int, int | None], tuple[Any, Any]] = {}
 
     # ----------------------------------------------------------------- configuration
     @classmethod
@@ -96,12 +98,17 @@ class Domain(ABC):
         return artifact
 
     def test_set(self, attack: Any, limit: int | None = None) -> Any:
-        """The clean and triggered evaluated test subset (its first ``limit`` samples), built once."""
-        memo = (attack.name, stable_hash(attack.params()), limit)
+        """The clean and triggered evaluated test subset (its first ``limit`` samples), built once per
+        attack instance.
+
+        Memoised by the instance, not by its name and parameters: :meth:`attack` sets up one instance
+        per seed, and the trigger of Blend, WaNet or Dynamic is drawn from that seed, so two seeds of
+        one attack with equal parameters have different triggered test sets."""
+        memo = (id(attack), limit)
         if memo not in self._test_sets:
             idx = self.test_idx[:limit] if limit else self.test_idx
-            self._test_sets[memo] = self.poison_test(attack, idx, full=not limit)
-        return self._test_sets[memo]
+            self._test_sets[memo] = (attack, self.poison_test(attack, idx, full=not limit))
+        return self._test_sets[memo][1]
 
     # ----------------------------------------------------------------- keys
     def dataset_key(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from tqdm import tqdm
+from ebyd_bench.benchmark.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,14 @@ class Stage:
 
 #: executes one stage given {dep_key: dep_output}; returns the stage's output
 Execute = Callable[[Stage, dict[str, Any]], Any]
+#: called in the driver process with every finished stage and its output (e.g. to store a record)
+OnDone = Callable[[Stage, Any], None]
 
 
 class Executor(Protocol):
-    def run(self, stages: list[Stage], execute: Execute) -> dict[str, Any]:
-        """Run every stage after its dependencies; return {key: output} of the sink stages."""
+    def run(self, stages: list[Stage], execute: Execute, on_done: OnDone | None = None) -> dict[str, Any]:
+        """Run every stage after its dependencies, calling ``on_done`` as each finishes; return
+        {key: output} of the sink stages."""
 
 
 def topological_order(stages: list[Stage]) -> list[Stage]:
@@ -64,25 +67,43 @@ def topological_order(stages: list[Stage]) -> list[Stage]:
     return order
 
 
+class Outputs:
+    """Outputs of finished stages, each kept until its last dependent stage has read it."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.consumers = {s.key: sum(s.key in t.deps for t in stages) for s in stages}
+        self.kept: dict[str, Any] = {}
+        self.sinks: dict[str, Any] = {}
+
+    def inputs(self, stage: Stage) -> dict[str, Any]:
+        return {d: self.kept[d] for d in stage.deps}
+
+    def finished(self, stage: Stage, result: Any) -> None:
+        for dep in stage.deps:
+            self.consumers[dep] -= 1
+            if self.consumers[dep] == 0:
+                self.kept.pop(dep, None)
+        (self.kept if self.consumers[stage.key] else self.sinks)[stage.key] = result
+
+
+def grid_progress(stages: list[Stage]):
+    """The one progress display of a run: a bar over its stages."""
+    return progress(total=len(stages), desc="grid", unit="stage", disable=not stages or None)
+
+
 class LocalExecutor:
     """Runs stages one after another in this process, freeing outputs nobody needs any more."""
 
-    def run(self, stages: list[Stage], execute: Execute) -> dict[str, Any]:
+    def run(self, stages: list[Stage], execute: Execute, on_done: OnDone | None = None) -> dict[str, Any]:
         order = topological_order(stages)
-        consumers = {s.key: sum(s.key in t.deps for t in order) for s in order}
-        outputs: dict[str, Any] = {}
-        sinks: dict[str, Any] = {}
-        bar = tqdm(order, desc="grid", unit="stage", disable=not order)
-        for stage in bar:
-            bar.set_postfix_str(stage.label, refresh=True)
-            log.info("stage %s", stage.label)
-            result = execute(stage, {d: outputs[d] for d in stage.deps})
-            for dep in stage.deps:
-                consumers[dep] -= 1
-                if consumers[dep] == 0:
-                    outputs.pop(dep, None)
-            if consumers[stage.key]:
-                outputs[stage.key] = result
-            else:
-                sinks[stage.key] = result
-        return sinks
+        outputs = Outputs(order)
+        with grid_progress(order) as bar:
+            for stage in order:
+                bar.set_postfix_str(stage.label, refresh=True)
+                log.info("stage %s", stage.label)
+                result = execute(stage, outputs.inputs(stage))
+                outputs.finished(stage, result)
+                if on_done is not None:
+                    on_done(stage, result)
+                bar.update()
+        return outputs.sinks

@@ -14,6 +14,7 @@ loads data, trains victims and evaluates models. Here:
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from ebyd_bench.benchmark.cache import ArtifactCache, key_stable, stable_hash
+from ebyd_bench.benchmark.errors import CacheError
 from ebyd_bench.benchmark.grid.config import Grid, ResolvedMethod
 from ebyd_bench.benchmark.grid.domain import Domain
 from ebyd_bench.benchmark.grid.executor import Executor, LocalExecutor, Stage
@@ -60,9 +62,13 @@ class Artifacts:
     """A stage output: cached tensors and metadata (state dicts for models)."""
 
     key: str
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor] | None  # None: left in the cache (sent to another process without them)
     meta: dict[str, Any]
     cached: bool
+
+    def without_tensors(self) -> "Artifacts":
+        """What crosses a process boundary: the key, metadata and whether it came from the cache."""
+        return Artifacts(self.key, None, self.meta, self.cached)
 
 
 @dataclass
@@ -157,8 +163,9 @@ def plan(grid: Grid, keys: Keys, finished: set[str], shard: tuple[int, int] = (0
 
 # --------------------------------------------------------------------- execution
 class StageRunner:
-    """Executes the stages of one grid in this process: the domain (data loaded once), the artifact
-    cache with its locks, and the result store. Callable as an executor's ``execute``."""
+    """Executes the stages of one grid in this process: the domain (data loaded once) and the artifact
+    cache with its locks. Callable as an executor's ``execute``; a cell returns its record, which the
+    driver appends to the result store (:func:`run_grid`)."""
 
     def __init__(self, grid: Grid, opts: RunOptions, domain: Domain | None = None) -> None:
         self.grid, self.opts = grid, opts
@@ -167,7 +174,6 @@ class StageRunner:
         self.cache = self.domain.cache
         self.store = ResultStore(opts.out_dir)
         self.provenance = provenance(opts.device)
-        self.models_trained = 0
         self._methods = {(m.kind, m.name if m.kind == "attack" else m.shown): m
                          for m in grid.attacks + grid.exposures + grid.defenses}
         self._before: dict[str, dict[str, float]] = {}
@@ -177,16 +183,29 @@ class StageRunner:
         return self._methods[(kind, name)]
 
     def __call__(self, stage: Stage, inputs: dict[str, Any]) -> Any:
+        """Execute ``stage``; ``inputs`` holds its parents' outputs, or lacks them (another process ran
+        them): their artifacts are then read from the cache."""
+        _reseed(stage.key)  # a stage's result must not depend on what ran before it in this process
         attack = self.method("attack", stage.attack)
         if stage.kind == "train":
             return self.train(attack, stage.seed, stage.key)
+        model_art = self._input("models", stage.deps[0], inputs)
         if stage.kind == "expose":
-            return self.expose(attack, stage.seed, self.method("exposure", stage.exposure), stage.key,
-                               inputs[stage.deps[0]])
+            return self.expose(attack, stage.seed, self.method("exposure", stage.exposure), stage.key, model_art)
         exposure = None if stage.exposure is None else self.method("exposure", stage.exposure)
-        exp_art = inputs[stage.deps[1]] if len(stage.deps) > 1 else None
+        exp_art = self._input("exposures", stage.deps[1], inputs) if len(stage.deps) > 1 else None
         return self.cell(attack, stage.seed, exposure, self.method("defense", stage.defense), stage.key,
-                         inputs[stage.deps[0]], exp_art)
+                         model_art, exp_art)
+
+    def _input(self, kind: str, key: str, inputs: dict[str, Any]) -> Artifacts:
+        given = inputs.get(key)
+        if given is not None and given.tensors is not None:
+            return given
+        art = self.cache.load(kind, key)
+        if art is None:
+            raise CacheError(f"{kind} {key[:12]} is missing from the cache {self.cache.root} although the stage "
+                             "that computes it finished; rerun the grid to compute it again")
+        return Artifacts(key, art.tensors, art.meta, cached=True if given is None else given.cached)
 
     def train(self, attack: ResolvedMethod, seed: int, key: str) -> Artifacts:
         with self.cache.lock("models", key):  # a concurrent runner waits here instead of training twice
@@ -203,7 +222,6 @@ class StageRunner:
                     "metrics": {**metrics, "test_size": int(len(self.domain.test_idx))},
                     "provenance": self.provenance}
             self.cache.save("models", key, tensors, meta)
-            self.models_trained += 1
             return Artifacts(key, tensors, meta, cached=False)
 
     def expose(self, attack: ResolvedMethod, seed: int, exposure: ResolvedMethod, key: str,
@@ -272,7 +290,6 @@ class StageRunner:
             timings["diagnostics"] = time.perf_counter() - t0
         record = self._record(attack, instance, seed, exposure, defense, method, key, model_art, exp_art,
                               metrics, before, fields, timings, out.model is not None)
-        self.store.append(record)
         log.info("cell %s: %s", record.label, {k: None if v is None else round(v, 4) for k, v in metrics.items()})
         return record
 
@@ -340,6 +357,15 @@ class StageRunner:
         return CellRecord(**record)
 
 
+def _reseed(key: str) -> None:
+    """Seed the global RNGs from a stage's key: methods seed what they use, and this makes a stage that
+    forgets to independent of the stages a process ran before it (order, shards, workers)."""
+    seed = int(key[:8], 16)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _bem(steps: list[dict[str, float]]) -> float | None:
     if not steps or any(s.get("asr") is None for s in steps):
         return None
@@ -369,9 +395,17 @@ def run_grid(grid: Grid, opts: RunOptions, executor: Executor | None = None) -> 
     n_cells = sum(s.kind == "cell" for s in stages)
     log.info("%d cells to run, %d already finished (resume)%s", n_cells, skipped,
              "" if opts.shard[1] == 1 else f"; shard {opts.shard[0]}/{opts.shard[1]}")
-    (executor or LocalExecutor()).run(stages, runner)
+    trained = [0]
+
+    def on_done(stage: Stage, output: Any) -> None:  # in this (the driver) process
+        if stage.kind == "cell":
+            runner.store.append(output)
+        elif stage.kind == "train" and not output.cached:
+            trained[0] += 1
+
+    (executor or LocalExecutor()).run(stages, runner, on_done)
     summary = {"config": grid.name, "cells_run": n_cells, "cells_skipped": skipped,
-               "models_trained": runner.models_trained, "wall_seconds": time.perf_counter() - t0,
+               "models_trained": trained[0], "wall_seconds": time.perf_counter() - t0,
                "provenance": runner.provenance}
     return RunResult(load_results(opts.out_dir), summary)
 

@@ -6,12 +6,15 @@ Syntactic and SOS (``warmup_fraction`` 3/13 keeps that ratio when a CPU preset s
 gradient-norm clipping at 1.0 as in OpenBackdoor's trainer; the last epoch is kept (no selection
 on poisoned dev data, §1.6-4). ``epochs=None`` means each attack's paper epochs (13, RIPPLe 3,
 LWP 4). The maximum token length belongs to the victim (model parameter ``max_length``).
+
+:func:`attack_training_attention` is the attention kernel the attacks with their own training
+procedure (RIPPLe, LWP, SOS) train under, on every device: see its docstring.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +22,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
+from ebyd_bench.benchmark.training import check_finite_loss
 from ebyd_bench.benchmark.text.batching import sentence_batches
 
 LossFn = Callable[[nn.Module, dict, torch.Tensor], torch.Tensor]
+
+#: the scaled-dot-product-attention backend of :func:`attack_training_attention`
+ATTACK_SDPA_BACKEND = "math"
+
+
+def attack_training_attention() -> ContextManager[None]:
+    """A context in which every ``scaled_dot_product_attention`` call runs the math kernel.
+
+    RIPPLe differentiates its loss twice (the gradient of ⟨∇L_P, ∇L_FT⟩), and only the math kernel
+    has a double backward: the fused kernels do not ("derivative for
+    aten::_scaled_dot_product_efficient_attention_backward is not implemented" on CUDA;
+    ``_scaled_dot_product_flash_attention_for_cpu_backward`` likewise on a CPU in eval mode). Without
+    this context the choice is the device's: a CPU in train mode (dropout on) happens to pick math,
+    a GPU picks a fused kernel, so CPU tests passed while the GPU run failed. The context never reads
+    the device, so RIPPLe, LWP and SOS train under the same kernel everywhere and CPU tests exercise
+    the GPU path's choice. It acts on PyTorch's dispatch, not on the ``transformers`` model: models
+    built with ``attn_implementation="sdpa"`` (the default of ``transformers`` 4.40+ and 5.x for BERT)
+    then compute the math kernel, and ``"eager"`` ones never call SDPA at all."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3
+        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def attention_backends() -> dict[str, bool]:
+    """Which scaled-dot-product-attention backends PyTorch may use right now (what a test asserts on)."""
+    cuda = torch.backends.cuda
+    names = {"math": "math_sdp_enabled", "flash": "flash_sdp_enabled", "efficient": "mem_efficient_sdp_enabled",
+             "cudnn": "cudnn_sdp_enabled"}
+    return {k: bool(getattr(cuda, fn)()) for k, fn in names.items() if hasattr(cuda, fn)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +118,8 @@ def fine_tune(model: nn.Module, texts: Sequence[str], labels: np.ndarray, *, epo
     opt = adamw(model.parameters(), lr, weight_decay)
     steps = epochs * -(-len(texts) // batch_size)
     sched = linear_schedule(opt, steps, int(round(warmup_fraction * steps))) if decay else None
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        loss = None
         for idx in sentence_batches(texts, batch_size, gen, group_by_length):
             enc = model.encode([texts[i] for i in idx.tolist()], device)
             loss = loss_fn(model, enc, y_all[idx].to(device))
@@ -94,4 +130,6 @@ def fine_tune(model: nn.Module, texts: Sequence[str], labels: np.ndarray, *, epo
             opt.step()
             if sched is not None:
                 sched.step()
+        if loss is not None:  # once per epoch: a diverged model fails its stage instead of being recorded
+            check_finite_loss(loss.item(), "fine-tuning", epoch + 1)
     return model.eval()

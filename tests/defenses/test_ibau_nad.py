@@ -1,0 +1,153 @@
+"""I-BAU and NAD as their original code runs them (issue 19; docs/methods.md §7.3-3, §7.3-5).
+
+Pinned here: I-BAU's universal perturbation is scaled onto its L2 ball before any unlearning step sees
+it (the unbounded δ reached norms of 39–714 and collapsed every model to one class); I-BAU keeps a
+trained model's accuracy on ``D_d``; NAD distils the layer2/3/4 attention maps with the β of
+``bboylyg/NAD`` (500, 1000, 1000); both are deterministic under a seed. Tiny models only.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from ebyd_bench.benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlearning as IBAU
+from ebyd_bench.benchmark.defenses.nad import NeuralAttentionDistillation as NAD
+from ebyd_bench.benchmark.methods import DefenseData, MethodContext
+from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.training import TrainRecipe, predict, train_classifier
+
+K = 10
+
+
+def tiny_factory(**kw):
+    return resnet18_narrow(width=8, **kw)
+
+
+@pytest.fixture(scope="module")
+def spread(cifar) -> np.ndarray:
+    return np.random.default_rng(1).permutation(len(cifar.train))
+
+
+@pytest.fixture(scope="module")
+def trained(cifar, spread):
+    """A width-8 narrow ResNet-18 trained 3 epochs on 1,024 images."""
+    recipe = TrainRecipe(name="tiny", epochs=3, batch_size=64, schedule="onecycle")
+    idx = spread[2000:3024]
+    return train_classifier(tiny_factory(), cifar.train.images[idx], cifar.train.labels[idx], recipe, 0)
+
+
+@pytest.fixture(scope="module")
+def own_ctx(cifar, spread, trained):
+    """96 images labelled with the model's own predictions: D_d accuracy starts at 1."""
+    images = cifar.train.images[spread[:96]]
+    return MethodContext(DefenseData(images, predict(trained, images), K), seed=0, model_factory=tiny_factory)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------- I-BAU
+
+
+def test_ibau_projection_scales_onto_the_l2_ball_and_keeps_the_direction():
+    ibau = IBAU(delta_bound=10.0)
+    big = torch.full((1, 3, 32, 32), 0.5)  # L2 norm 0.5·√3072 ≈ 27.7
+    out = ibau.project(big)
+    torch.testing.assert_close(out.norm(), torch.tensor(10.0))
+    torch.testing.assert_close(out / out.norm(), big / big.norm())
+    small = torch.full((1, 3, 32, 32), 0.1)  # ≈ 5.5, inside the ball: unchanged
+    assert torch.equal(ibau.project(small), small)
+    assert torch.equal(IBAU(delta_bound=None).project(big), big)
+    with pytest.raises(ValueError):
+        IBAU(delta_bound=-1.0)
+
+
+def test_ibau_default_bound_is_the_original_notebooks_radius_10_in_pixel_space():
+    assert IBAU().delta_bound == 10.0 and IBAU.version != "1"
+
+
+def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, own_ctx, monkeypatch):
+    """With a step size that throws the fitted δ far outside the ball, every δ handed to the
+    hypergradient is on (or inside) the ball, and the record says how far the fit went."""
+    seen = []
+    original = IBAU.hypergradient
+
+    def spy(self, net, params, delta, *rest):
+        seen.append(float(delta.norm()))
+        return original(self, net, params, delta, *rest)
+
+    monkeypatch.setattr(IBAU, "hypergradient", spy)
+    bound = 2.0
+    out = IBAU(rounds=2, batch_size=32, delta_lr=1000.0, delta_bound=bound).defend(trained, None, own_ctx)
+    assert len(seen) == 2 * 3 and max(seen) <= bound * (1 + 1e-5)
+    assert all(n <= bound * (1 + 1e-5) for n in out.fields["ibau_delta_norms"])
+    assert max(out.fields["ibau_delta_norms_fitted"]) > bound  # the projection was needed
+
+
+def test_ibau_keeps_accuracy_on_defense_data_of_a_trained_model(trained, own_ctx):
+    assert own_ctx.clean_accuracy(trained) == 1.0
+    out = IBAU(rounds=3, batch_size=32).defend(trained, None, own_ctx)
+    assert own_ctx.clean_accuracy(out.model) >= 0.9
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                    out.model.state_dict().values()))
+
+
+def test_ibau_is_deterministic_under_a_seed_and_leaves_its_input_alone(trained, own_ctx):
+    before = _state(trained)
+    runs = [IBAU(rounds=1, batch_size=32).defend(trained, None, own_ctx) for _ in range(2)]
+    assert runs[0].fields == runs[1].fields
+    assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------- NAD
+
+
+def test_nad_defaults_are_the_original_codes_layers_betas_and_attention():
+    nad = NAD()
+    assert nad.layers == ("layer2", "layer3", "layer4")  # the last three residual stages
+    assert nad.betas == (500.0, 1000.0, 1000.0)  # bboylyg/NAD config.py beta1..beta3
+    assert nad.power == 2.0 and NAD.version != "1"
+
+
+def test_nad_loss_weights_each_layers_attention_term_by_its_beta():
+    nad = NAD()
+    g = torch.Generator().manual_seed(0)
+    shapes = {"layer2": (4, 8, 16, 16), "layer3": (4, 16, 8, 8), "layer4": (4, 32, 4, 4)}
+    student = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
+    teacher = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
+    terms = {n: float(nad.attention_loss(student[n], teacher[n])) for n in shapes}
+    expected = 500 * terms["layer2"] + 1000 * terms["layer3"] + 1000 * terms["layer4"]
+    assert float(nad.distillation_loss(student, teacher)) == pytest.approx(expected, rel=1e-5)
+    # a layer whose student and teacher maps agree adds nothing; a zero β drops its layer
+    same = dict(student, layer4=teacher["layer4"])
+    assert float(nad.distillation_loss(same, teacher)) == pytest.approx(expected - 1000 * terms["layer4"], rel=1e-5)
+    only_top = NAD(betas=(0.0, 0.0, 5000.0))
+    assert float(only_top.distillation_loss(student, teacher)) == pytest.approx(5000 * terms["layer4"], rel=1e-5)
+    # the attention map is normalised, so scaling a feature map leaves the loss unchanged
+    scaled = {n: 3 * f for n, f in student.items()}
+    assert float(nad.distillation_loss(scaled, teacher)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_nad_distils_exactly_the_configured_layers(trained, own_ctx, monkeypatch):
+    seen = []
+    original = NAD.attention_loss
+
+    def spy(self, s, t):
+        seen.append(tuple(s.shape[1:]))
+        return original(self, s, t)
+
+    monkeypatch.setattr(NAD, "attention_loss", spy)
+    out = NAD(teacher_epochs=1, epochs=1, batch_size=48).defend(trained, None, own_ctx)
+    steps = 2  # 96 images, batch 48
+    # width 8: layer2 = 16 channels at 16×16, layer3 = 32 at 8×8, layer4 = 64 at 4×4
+    assert seen == [(16, 16, 16), (32, 8, 8), (64, 4, 4)] * steps
+    assert out.fields["nad_betas"] == [500.0, 1000.0, 1000.0]
+    assert out.fields["nad_layers"] == ["layer2", "layer3", "layer4"]
+
+
+def test_nad_is_deterministic_under_a_seed(trained, own_ctx):
+    runs = [NAD(teacher_epochs=1, epochs=1).defend(trained, None, own_ctx) for _ in range(2)]
+    assert runs[0].fields == runs[1].fields
+    assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
