@@ -4,11 +4,13 @@ Method and recipe fields are plain dataclass fields; the config loader validates
 their annotations with pydantic, so a field typed :data:`Count` refuses ``epochs: -3`` (exit 2,
 nothing written) instead of silently training for no epochs, and :func:`check_ranges` (called by
 ``Method.__post_init__`` and the recipes) applies the same checks to objects built in Python.
-Plug-in methods can use these types too.
+Integers refuse booleans (``epochs: true`` is not one epoch); floats refuse booleans, NaN and
+infinities. Plug-in methods can use these types too.
 """
 
 import dataclasses
 import functools
+import math
 import typing
 from typing import Annotated, Any
 
@@ -23,18 +25,27 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-_NUMBER = BeforeValidator(_not_a_bool)
+def _finite(value: Any) -> Any:
+    """A float field takes no bool, NaN or infinity (``lr: .inf`` would train a NaN model)."""
+    value = _not_a_bool(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+_INT = BeforeValidator(_not_a_bool)
+_FLOAT = BeforeValidator(_finite)
 
 #: epochs, batch sizes, iterations: at least 1
-Count = Annotated[int, _NUMBER, Field(ge=1)]
+Count = Annotated[int, _INT, Field(ge=1)]
 #: optional amounts where 0 means "none" (warm-up epochs, held-out samples)
-NonNegativeInt = Annotated[int, _NUMBER, Field(ge=0)]
+NonNegativeInt = Annotated[int, _INT, Field(ge=0)]
 #: learning rates and step sizes (finite)
-PositiveFloat = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, _FLOAT, Field(gt=0, allow_inf_nan=False)]
 #: momenta and weight decays (finite)
-NonNegativeFloat = Annotated[float, _NUMBER, Field(ge=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, _FLOAT, Field(ge=0, allow_inf_nan=False)]
 #: rates, fractions and blend weights: a finite float in [0, 1]
-Probability = Annotated[float, _NUMBER, Field(ge=0, le=1, allow_inf_nan=False)]
+Probability = Annotated[float, _FLOAT, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 def check_ranges(obj: Any) -> None:
