@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ebyd_bench.benchmark.cache import DATASETS_DIR, checksum_problem, checksum_sidecar, save_checksummed
+from ebyd_bench.benchmark.cache import (DATASETS_DIR, checksum_problem, checksum_sidecar, open_checksummed,
+                                        save_checksummed)
 from ebyd_bench.benchmark.errors import DataError
 from ebyd_bench.benchmark.io import cache_lock
 from ebyd_bench.benchmark.registries import DATASETS
@@ -179,21 +180,29 @@ def _cached_arrays(source: str, cache_dir: str | os.PathLike | None) -> dict[str
     if cache_dir is None:
         return None
     path = _array_cache_path(source, cache_dir)
-    if not path.exists() and not checksum_sidecar(path).exists():
-        return None
-    with cache_lock(path):  # a writer replacing the file never leaves us a new file with an old sidecar
-        problem = checksum_problem(path)
-        if problem is None:
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in _ARRAY_NAMES}
-                return arrays
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # checksummed, yet unreadable
-                problem = f"unreadable: {exc}"
+    arrays, problem = _read_checked(path)  # without the lock: many workers may load at once
+    if arrays is not None or problem is None:
+        return arrays
+    with cache_lock(path):  # a writer may have been replacing it: look again before calling it damaged
+        arrays, problem = _read_checked(path)
+        if arrays is not None or problem is None:
+            return arrays
         log.warning("decoded dataset cache %s cannot be used (%s); rebuilding it from %s", path, problem, source)
         checksum_sidecar(path).unlink(missing_ok=True)
         path.unlink(missing_ok=True)
     return None
+
+
+def _read_checked(path: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)``, ``(None, why not)``, or ``(None, None)`` when there is no cached copy."""
+    f, problem = open_checksummed(path)
+    if f is None:
+        return None, problem
+    try:
+        with f, np.load(f, allow_pickle=False) as z:
+            return {k: z[k] for k in _ARRAY_NAMES}, None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # checksummed, yet unreadable
+        return None, f"unreadable: {exc}"
 
 
 def _store_arrays(source: str, cache_dir: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

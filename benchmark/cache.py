@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import torch
 from filelock import FileLock
@@ -112,22 +112,45 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def checksum_problem(path: str | os.PathLike) -> str | None:
-    """Why a checksummed file cannot be trusted (missing, no sidecar, truncated, altered), or None."""
+def open_checksummed(path: str | os.PathLike) -> tuple[BinaryIO | None, str | None]:
+    """``(file, None)``: ``path`` opened for reading, its bytes checked against its sidecar; else
+    ``(None, why not)``, and ``(None, None)`` when neither the file nor its sidecar exists. The bytes
+    checked are those handed back (one open file), so a writer replacing the file meanwhile cannot
+    slip another copy in between the check and the read."""
     path, sidecar = Path(path), checksum_sidecar(path)
-    if not path.exists():
-        return f"incomplete: {sidecar.name} without {path.name}"
-    if not sidecar.exists():
-        return f"no checksum sidecar {sidecar.name} (an interrupted write or an older version)"
     info = read_sidecar(path)
-    if info is None or not isinstance(info.get("sha256"), str):
-        return f"unreadable checksum sidecar {sidecar.name}"
-    size = path.stat().st_size
-    if isinstance(info.get("size"), int) and size != info["size"]:
-        return f"truncated or altered: {size} bytes, its sidecar recorded {info['size']}"
-    if file_sha256(path) != info["sha256"]:
-        return f"corrupted: its SHA-256 does not match {sidecar.name}"
-    return None
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None, (f"incomplete: {sidecar.name} without {path.name}" if sidecar.exists() else None)
+    try:
+        if info is None or not isinstance(info.get("sha256"), str):
+            problem = (f"unreadable checksum sidecar {sidecar.name}" if sidecar.exists() else
+                       f"no checksum sidecar {sidecar.name} (an interrupted write or an older version)")
+        else:
+            size = os.fstat(f.fileno()).st_size
+            problem = None
+            if isinstance(info.get("size"), int) and size != info["size"]:
+                problem = f"truncated or altered: {size} bytes, its sidecar recorded {info['size']}"
+            elif hashlib.file_digest(f, "sha256").hexdigest() != info["sha256"]:
+                problem = f"corrupted: its SHA-256 does not match {sidecar.name}"
+    except BaseException:
+        f.close()
+        raise
+    if problem is not None:
+        f.close()
+        return None, problem
+    f.seek(0)
+    return f, None
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """Why a checksummed file cannot be used (absent, no sidecar, truncated, altered), or None."""
+    f, problem = open_checksummed(path)
+    if f is not None:
+        f.close()
+        return None
+    return problem or f"absent: {Path(path).name}"
 
 
 class ArtifactCache:

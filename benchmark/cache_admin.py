@@ -168,7 +168,8 @@ def find(cache: ArtifactCache, prefix: str, kind: str | None = None) -> CacheEnt
     if not re.fullmatch(r"(?:[a-z][a-z0-9_]*-)?[0-9a-f]{6,64}", prefix):
         raise BenchmarkError(f"'{prefix}' is not a key prefix: give at least 6 lowercase hex digits "
                              f"(the keys `ebyd-bench cache ls` prints)")
-    matches = [e for e in entries(cache, kind) if e.key.startswith(prefix) or (e.is_dataset and e.hex.startswith(prefix))]
+    matches = [e for e in entries(cache, kind)
+               if e.key.startswith(prefix) or (e.is_dataset and e.hex.startswith(prefix))]
     if not matches:
         raise BenchmarkError(f"no artifact with a key starting '{prefix}' in {cache.root}")
     if len(matches) > 1:
@@ -367,8 +368,8 @@ def _stream_sha256(zf: zipfile.ZipFile, member: str) -> str:
 
 def _check_file(zf: zipfile.ZipFile, listed: Any, member: str, label: str) -> dict[str, Any]:
     if not isinstance(listed, dict) or listed.get("path") != member:
-        raise ValueError(f"the manifest lists its {label} file at {listed.get('path') if isinstance(listed, dict) else listed!r}, "
-                         f"not {member}")
+        where = listed.get("path") if isinstance(listed, dict) else listed
+        raise ValueError(f"the manifest lists its {label} file at {where!r}, not {member}")
     if not isinstance(listed.get("sha256"), str) or not isinstance(listed.get("size"), int):
         raise ValueError(f"the manifest gives no SHA-256 and size for its {label} file")
     try:
@@ -476,7 +477,8 @@ def import_zoo(archive: Path, cache: ArtifactCache) -> tuple[list[_Incoming], li
                     raise BenchmarkError(f"stopped importing {archive} at {incoming.name} ({len(imported)} "
                                          f"entries imported): {exc}") from None
                 _write_tensors(zf, incoming, cache.tensor_path(incoming.kind, incoming.key))
-                atomic_write(cache.meta_path(incoming.kind, incoming.key), lambda tmp: tmp.write_bytes(incoming.meta_bytes))
+                meta_bytes = incoming.meta_bytes
+                atomic_write(cache.meta_path(incoming.kind, incoming.key), lambda tmp: tmp.write_bytes(meta_bytes))
                 imported.append(incoming)
     return imported, skipped
 

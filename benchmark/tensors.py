@@ -30,24 +30,36 @@ def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     return (x - m) / s
 
 
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device`` without making the host wait for the device: a CUDA copy goes through
+    pinned memory, asynchronously (PyTorch's pinned-memory cache keeps the buffer until it is done)."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device == device:
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, crop: bool = True) -> torch.Tensor:
-    """RandomCrop(32, padding=4) (unless ``crop=False``) + RandomHorizontalFlip on a [0, 1] NCHW batch."""
+    """RandomCrop(32, padding=4) (unless ``crop=False``) + RandomHorizontalFlip on a [0, 1] NCHW batch.
+
+    The random draws come from ``generator`` (a CPU one, in the same order on every device), and the
+    crop and flip run where ``x`` is: a batch on the GPU is augmented there."""
     n, _, h, w = x.shape
     if crop:
-        dy = torch.randint(0, 9, (n,), generator=generator)
-        dx = torch.randint(0, 9, (n,), generator=generator)
+        dy = to_device(torch.randint(0, 9, (n,), generator=generator), x.device)
+        dx = to_device(torch.randint(0, 9, (n,), generator=generator), x.device)
         out = _crop(F.pad(x, (4, 4, 4, 4)), dy, dx, h, w)
     else:
         out = x.clone()
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = to_device(torch.rand(n, generator=generator) < 0.5, x.device)
     out[flip] = out[flip].flip(3)
     return out
 
 
 def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
     n, c, hp, wp = padded.shape
-    row_idx = dy.view(n, 1) + torch.arange(h).view(1, h)  # n×h
-    col_idx = dx.view(n, 1) + torch.arange(w).view(1, w)  # n×w
+    row_idx = dy.view(n, 1) + torch.arange(h, device=padded.device).view(1, h)  # n×h
+    col_idx = dx.view(n, 1) + torch.arange(w, device=padded.device).view(1, w)  # n×w
     out = padded.gather(2, row_idx.view(n, 1, h, 1).expand(n, c, h, wp))
     return out.gather(3, col_idx.view(n, 1, 1, w).expand(n, c, h, w))
 
@@ -57,3 +69,31 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None) -
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+class DeviceImages:
+    """A uint8 NHWC image set uploaded to the device once, served as normalised channels-last batches.
+
+    :meth:`batches` draws exactly what ``batches(n, batch_size, generator)`` followed by
+    :func:`augment` on each batch draws, from the same CPU generator in the same order, so the
+    batches are the same on every device; only the work moves to where the model is.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.images = torch.as_tensor(images).to(self.device)
+        self.labels = torch.as_tensor(labels, dtype=torch.long).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, generator: torch.Generator,
+                augmentation: str = "crop_flip") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled (inputs, labels) batches; ``augmentation``: crop_flip, flip or none."""
+        order = to_device(torch.randperm(len(self), generator=generator), self.device)
+        for start in range(0, len(self), batch_size):
+            idx = order[start:start + batch_size]
+            x = to_unit(self.images[idx])
+            if augmentation != "none":
+                x = augment(x, generator, crop=augmentation == "crop_flip")
+            yield normalize(x).contiguous(memory_format=torch.channels_last), self.labels[idx]

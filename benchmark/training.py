@@ -14,7 +14,7 @@ from ebyd_bench.benchmark.progress import progress
 
 from ebyd_bench.benchmark.errors import BenchmarkError
 from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
-from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
+from ebyd_bench.benchmark.tensors import DeviceImages, normalize, to_unit
 
 
 class DivergedError(BenchmarkError):
@@ -90,38 +90,45 @@ def _scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch:
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
 
+#: the training loop reads its loss back (for the progress bar and the divergence check) every this
+#: many steps and at the end of every epoch, not after every step: each read waits for the device
+SYNC_EVERY = 50
+
+
 def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, recipe: TrainRecipe,
                      seed: int, device: str = "cpu", desc: str = "training") -> nn.Module:
-    """Train ``model`` on uint8 NHWC ``images`` with per-step LR scheduling; deterministic on CPU."""
+    """Train ``model`` on uint8 NHWC ``images`` with per-step LR scheduling; deterministic on CPU.
+
+    The images are uploaded to ``device`` once and augmented there (:class:`DeviceImages`); the host
+    waits for the device only to read the loss every :data:`SYNC_EVERY` steps and at epoch ends."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x_all = to_unit(images)
-    y_all = torch.as_tensor(labels, dtype=torch.long)
+    data = DeviceImages(images, labels, device)
     # weights in the inputs' channels-last layout: oneDNN's fastest, and mixing layouts is slower
     model.to(device, memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay)
-    steps = (len(y_all) + recipe.batch_size - 1) // recipe.batch_size
+    steps = (len(data) + recipe.batch_size - 1) // recipe.batch_size
     sched = _scheduler(opt, recipe, steps)
-    bar = progress(total=recipe.epochs * steps, desc=desc, unit="step", leave=False)
-    for epoch in range(recipe.epochs):
-        for step, idx in enumerate(batches(len(y_all), recipe.batch_size, gen), 1):
-            x = augment(x_all[idx], gen, crop=recipe.augmentation == "crop_flip") \
-                if recipe.augmentation != "none" else x_all[idx]
-            x = normalize(x).to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=recipe.precision == "bf16"):
-                loss = F.cross_entropy(model(x), y_all[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            value = loss.item()  # the step's one sync with the device, shown on the bar and checked
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-            if not math.isfinite(value):
-                bar.close()
-                check_finite_loss(value, desc, epoch + 1, step)
-    bar.close()
+    with progress(total=recipe.epochs * steps, desc=desc, unit="step", leave=False) as bar:
+        for epoch in range(recipe.epochs):
+            running, since = torch.zeros((), device=device), 0
+            for step, (x, y) in enumerate(data.batches(recipe.batch_size, gen, recipe.augmentation), 1):
+                with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=recipe.precision == "bf16"):
+                    loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                running += loss.detach().float()
+                since += 1
+                if since == SYNC_EVERY or step == steps:
+                    value = running.item() / since  # the mean loss since the last read
+                    bar.update(since)
+                    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                    check_finite_loss(value, desc, epoch + 1, step)
+                    running.zero_()
+                    since = 0
     return model.eval()
 
 

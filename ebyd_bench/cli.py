@@ -17,6 +17,7 @@ with ``error:`` and exit with code 2; nothing is written before the config has b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", choices=["attacks", "exposures", "defenses", "models", "datasets"])
     ls.add_argument("name", nargs="?", help="show this entry in full: description and every parameter with its "
                                             "type, allowed range and default")
+
+    bench = sub.add_parser("bench", help="training throughput on this device (project loop vs a bare loop), "
+                                         "and a grid's projected victim-training time")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    bench.add_argument("--model", default="resnet18", help="registered image model (default: resnet18)")
+    bench.add_argument("--batch-size", type=_positive, default=128)
+    bench.add_argument("--steps", type=_positive, default=40, help="timed training steps per loop (default: 40)")
+    bench.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
+    bench.add_argument("--config", type=Path, default=None, help="grid whose victim training to project")
+    bench.add_argument("--jobs", type=_positive, default=1, help="concurrent workers assumed by the projection")
+    bench.add_argument("--data-root", type=Path, default=None, help="data folder (with --config)")
+    bench.add_argument("--records", type=Path, default=None, help="a run's folder: mean seconds per stage kind")
+    bench.add_argument("--out", type=Path, default=None, help="also write the figures to OUT/bench.json")
+    bench.set_defaults(handler=_cmd_bench)
 
     gallery = sub.add_parser("gallery", help="figure of clean vs triggered examples for every image attack")
     gallery.add_argument("--out", type=Path, required=True, help="output folder (PNG and PDF)")
@@ -195,6 +210,44 @@ def _data_root(arg: Path | None) -> Path:
     if root is None:
         raise BenchmarkError("no data root: pass --data-root PATH or set EBYD_DATA_ROOT")
     return Path(root)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ebyd_bench.benchmark import bench
+    from ebyd_bench.benchmark.provenance import provenance
+
+    _check_device(args.device)
+    grid = None
+    if args.config is not None:  # validate before measuring anything
+        from ebyd_bench.benchmark.grid.config import load_config
+
+        grid = load_config(args.config)
+    setting = bench.BenchSetting(args.model, args.batch_size, args.steps, args.precision, args.device)
+    figures: dict[str, Any] = {"setting": dataclasses.asdict(setting)}
+    figures["project_img_per_s"] = bench.project_loop(setting)
+    figures["bare_img_per_s"] = bench.bare_loop(setting)
+    figures["project_share_of_bare"] = figures["project_img_per_s"] / figures["bare_img_per_s"]
+    print(f"{args.model} batch {args.batch_size} on {args.device}: project loop {figures['project_img_per_s']:,.0f} "
+          f"img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s ({figures['project_share_of_bare']:.0%})")
+    if args.records is not None:
+        from ebyd_bench.results import load_results
+
+        figures["stage_seconds"] = bench.stage_seconds(load_results(args.records))
+        print("mean seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in figures["stage_seconds"].items()))
+    if grid is not None:
+        from ebyd_bench.benchmark.registries import DATASETS
+
+        data = DATASETS.get(grid.dataset.name)(_data_root(args.data_root))
+        projection = bench.project_training(grid, len(data.train), figures["project_img_per_s"], args.jobs)
+        figures["projection"] = {"config": str(args.config), **projection}
+        print(f"{grid.name}: {projection['models']} poisoned models × {projection['epochs']} epochs × "
+              f"{projection['train_images']:,} images: {projection['one_worker_hours']:.2f} h in one worker, "
+              f"{projection['hours_at_jobs']:.2f} h at --jobs {args.jobs} (victim training only)")
+    if args.out is not None:
+        from ebyd_bench.benchmark.io import atomic_write_json
+
+        atomic_write_json(args.out / "bench.json", {**figures, "provenance": provenance(args.device)})
+    return 0
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:

@@ -4,19 +4,19 @@ Choice made: one warp field per seed with k = 4 control points and strength s = 
 WaNet), identical for every train and test poison, data poisoning only. MTBA/PT draw a new grid for
 every image (k = 32), which makes the "trigger" a random blur; ``per_image=True`` reproduces it.
 
-Two options of the original (VIN-WA ``train.py``), both off by default (reference §3.2/§3.3-10):
+Two options of the original (VIN-WA ``train.py``), both off by default (docs/methods.md §3.3-10):
 
 * ``noise_mode`` — besides the ⌊rate·N⌋ poisons, ⌊cross_ratio·rate·N⌋ further training images
   (cross_ratio 2, VIN-WA's default) are warped with the fixed field plus per-pixel uniform noise in
   [−1, 1]/H added to the sampling grid, and keep their true label, so that the victim learns the
   exact warp rather than any warp. VIN-WA redraws these "noise" samples and their noise in every
   batch of every epoch; as data poisoning they are drawn once, when the training set is built.
-* ``all_to_all`` — the backdoor label of a poison is (y + 1) mod K instead of ``target`` (reference
-  §3.2: ``wanet_all2all``). VIN-WA's ``all2all`` branch computes ``torch.remainder(targets, K)``,
-  which leaves the labels unchanged; the +1 of the reference (and of VIN-IA's ``all2all_mask``) is
-  applied. Poisoning only: the grid harness scores one target label (docs/methods.md §1.3), so a
-  grid refuses the option (``setup`` with a harness context raises) rather than report an
-  all-to-one ASR for it.
+* ``all_to_all`` — the backdoor label of a poison is (y + 1) mod K instead of ``target`` (a reading
+  of Table VIII's "0→1", docs/methods.md §3.2). VIN-WA's ``all2all`` branch computes
+  ``torch.remainder(targets, K)``, which leaves the labels unchanged; the +1 of VIN-IA's
+  ``all2all_mask`` is applied. Poisoning only: the grid harness scores one target label
+  (docs/methods.md §1.3), so a grid run stops before training such a victim (``setup`` with a
+  harness context raises) rather than report an all-to-one ASR for it.
 
 Neither option enters the cache key while it is off, so the keys of existing models are unchanged.
 """

@@ -112,7 +112,8 @@ def embedding_surgery(model: nn.Module, clean: nn.Module, words: Sequence[str],
 def ripple_train(model: nn.Module, poisoned: PoisonedTextSet, clean_texts: Sequence[str], clean_labels: np.ndarray,
                  *, epochs: int, lr: float, batch_size: int, lam: float, seed: int, device: str,
                  group_by_length: bool = False) -> nn.Module:
-    """L_P + λ·relu(−⟨∇L_P, ∇L_FT⟩) per poisoned batch, with the next clean batch as the reference."""
+    """L_P + λ·relu(−⟨∇L_P, ∇L_FT⟩) per poisoned batch, with the next clean batch as the reference;
+    under the math attention kernel, the one with a double backward (``attack_training_attention``)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -120,17 +121,18 @@ def ripple_train(model: nn.Module, poisoned: PoisonedTextSet, clean_texts: Seque
     y_p, y_c = torch.as_tensor(poisoned.labels, dtype=torch.long), torch.as_tensor(clean_labels, dtype=torch.long)
     clean_batches = _cycle(clean_texts, batch_size, gen, group_by_length)
     model.train()
-    for _ in range(epochs):
-        for idx in sentence_batches(poisoned.texts, batch_size, gen, group_by_length):
-            cidx = next(clean_batches)
-            l_p = F.cross_entropy(model(**model.encode([poisoned.texts[i] for i in idx.tolist()], device)),
-                                  y_p[idx].to(device))
-            l_ft = F.cross_entropy(model(**model.encode([clean_texts[i] for i in cidx.tolist()], device)),
-                                   y_c[cidx].to(device))
-            opt.zero_grad(set_to_none=True)
-            for p, g in zip(params, ripple_gradients(l_p, l_ft, params, lam)):
-                p.grad = g
-            opt.step()
+    with attack_training_attention():
+        for _ in range(epochs):
+            for idx in sentence_batches(poisoned.texts, batch_size, gen, group_by_length):
+                cidx = next(clean_batches)
+                l_p = F.cross_entropy(model(**model.encode([poisoned.texts[i] for i in idx.tolist()], device)),
+                                      y_p[idx].to(device))
+                l_ft = F.cross_entropy(model(**model.encode([clean_texts[i] for i in cidx.tolist()], device)),
+                                       y_c[cidx].to(device))
+                opt.zero_grad(set_to_none=True)
+                for p, g in zip(params, ripple_gradients(l_p, l_ft, params, lam)):
+                    p.grad = g
+                opt.step()
     return model.eval()
 
 

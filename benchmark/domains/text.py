@@ -159,9 +159,10 @@ class TextDomain(Domain):
     def setting_notes(self, attack: TextAttack) -> list[str]:
         """The victim that produced the numbers, then every deviation from the paper's text setting."""
         notes = [f"victim {self._memo.get('model_note') or self.grid.model.name}"]
-        epochs = self.recipe.epochs_for(attack.paper_epochs)
-        if epochs != attack.paper_epochs:
-            notes.append(f"{epochs} training epochs instead of the paper's {attack.paper_epochs}")
+        epochs = self.recipe.epochs
+        if epochs is not None:  # the same words in every record of the recipe, then this attack's paper value
+            notes.append(f"recipe '{self.recipe.name}' trains every attack {epochs} epoch{'s' * (epochs != 1)} "
+                         f"(the paper: {attack.name} {attack.paper_epochs})")
         reference = asdict(TextRecipe())
         changed = {k: v for k, v in asdict(self.recipe).items() if k not in ("name", "epochs") and v != reference[k]}
         if changed:

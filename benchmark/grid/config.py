@@ -300,8 +300,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. recipe.epochs=4")
         try:
             value = yaml.load(text, Loader=_UniqueKeyLoader)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
         node = out
         for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})

@@ -231,9 +231,9 @@ def test_import_into_an_empty_cache_then_again_skips_identical_entries(zoo, tmp_
     assert main(["cache", "import", str(archive), "--cache-dir", str(dest)]) == 0
     assert "5 artifacts imported, 0 already there" in capsys.readouterr().out
     source, copy = ArtifactCache(tmp_path / "source"), ArtifactCache(dest)
-    for entry in entries(source):
-        assert copy.meta_path(entry.kind, entry.key).read_bytes() == source.meta_path(entry.kind, entry.key).read_bytes()
-        assert torch.equal(copy.load(entry.kind, entry.key).tensors["w"], source.load(entry.kind, entry.key).tensors["w"])
+    for e in entries(source):
+        assert copy.meta_path(e.kind, e.key).read_bytes() == source.meta_path(e.kind, e.key).read_bytes()
+        assert torch.equal(copy.load(e.kind, e.key).tensors["w"], source.load(e.kind, e.key).tensors["w"])
     assert main(["cache", "verify", "--cache-dir", str(dest)]) == 0
     before = _snapshot(dest)
     assert main(["cache", "import", str(archive), "--cache-dir", str(dest)]) == 0

@@ -82,8 +82,12 @@ def _garble_sidecar(path: Path) -> None:
     checksum_sidecar(path).write_text("{not json")
 
 
+def _drop_arrays(path: Path) -> None:
+    path.unlink()  # a sidecar left without its file
+
+
 DAMAGE = {"flipped-bytes": _flip_two_bytes, "truncated": _truncate, "missing-sidecar": _drop_sidecar,
-          "garbled-sidecar": _garble_sidecar}
+          "garbled-sidecar": _garble_sidecar, "sidecar-alone": _drop_arrays}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -135,7 +139,7 @@ def test_a_damaged_copy_costs_one_warning_line_and_no_traceback(png_root, cache)
     assert len(lines) == 1 and "cannot be used" in lines[0] and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("damage", ["flipped-bytes", "truncated", "missing-sidecar"])
+@pytest.mark.parametrize("damage", ["flipped-bytes", "truncated", "missing-sidecar", "sidecar-alone"])
 def test_cache_ls_verify_and_rm_address_the_decoded_dataset(png_root, cache, capsys, damage):
     load_cifar10(png_root, cache)
     path = _npz(cache)

@@ -41,7 +41,7 @@ def test_text_grid_end_to_end(text_root, tmp_path):
         assert 0 <= r["ca"] <= 1 and 0 <= r["asr"] <= 1 and r["target"] == 1
         assert 0 <= r["ca_prior_matched"] <= 1 and 0 <= r["asr_prior_matched"] <= 1
         assert r["model_note"].startswith("victim all-MiniLM-L6-v2 stand-in for bert-base-uncased")
-        assert "1 training epochs instead of the paper's 13" in r["model_note"]
+        assert "recipe 'tiny' trains every attack 1 epoch (the paper: badnet_rw 13)" in r["model_note"]
     assert records["rp_text"]["defense_info"]["rp_masks_total"] == 4992
     assert "stand-in for GPT-2" in records["onion"]["model_note"]
     assert records["none"]["ca"] == records["none"]["ca_before"]

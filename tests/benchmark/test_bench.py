@@ -1,0 +1,34 @@
+"""``ebyd-bench bench``: both loops measured, the projection is the grid's arithmetic, figures written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ebyd_bench.cli import main
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def test_bench_measures_both_loops_and_projects_a_grid(tmp_path, data_root, capsys):
+    assert main(["bench", "--model", "resnet18_narrow", "--steps", "2", "--batch-size", "16", "--precision", "fp32",
+                 "--config", str(TINY), "--jobs", "2", "--data-root", str(data_root), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "project loop" in out and "bare loop" in out
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["project_img_per_s"] > 0 and figures["bare_img_per_s"] > 0
+    projection = figures["projection"]
+    # tiny.yaml: two poisoned models, one epoch, train_subset 600 of the 49,900 left beside D_d
+    assert (projection["models"], projection["epochs"], projection["train_images"]) == (2, 1, 600)
+    expected = 2 * 1 * 600 / figures["project_img_per_s"] / 3600
+    assert abs(projection["one_worker_hours"] - expected) < 1e-9
+    assert abs(projection["hours_at_jobs"] - expected / 2) < 1e-9
+    assert figures["setting"]["batch_size"] == 16 and "hardware" in figures["provenance"]
+
+
+def test_bench_reads_stage_times_from_a_run(tiny_grid, capsys):
+    from ebyd_bench.benchmark.bench import stage_seconds
+    from ebyd_bench.results import load_results
+
+    seconds = stage_seconds(load_results(tiny_grid))
+    assert {"train", "expose", "defend", "evaluate"} <= set(seconds) and all(v >= 0 for v in seconds.values())
