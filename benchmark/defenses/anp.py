@@ -28,7 +28,7 @@ from ebyd_bench.benchmark.defenses.rp import prune, select_by_dd_rule
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
 from ebyd_bench.benchmark.registries import DEFENSES
-from ebyd_bench.benchmark.tensors import augment, normalize
+from ebyd_bench.benchmark.tensors import augment, normalize, to_device
 
 NOISY_PARAMS = ("neuron_mask", "neuron_noise", "neuron_noise_bias")
 
@@ -82,10 +82,11 @@ class AdversarialNeuronPruning(UnitSelection, Defense):
         opt = torch.optim.SGD(masks, lr=self.lr, momentum=self.momentum)
         gen = ctx.generator(salt=16)
         x_all, y_all = defense_tensors(ctx)
+        x_dev, y_dev = x_all.to(ctx.device), y_all.to(ctx.device)  # D_d uploaded once, augmented there
         net.train()
         for _ in range(self.iterations):
-            idx = torch.randint(0, len(y_all), (self.batch_size,), generator=gen)  # with replacement
-            x, y = normalize(augment(x_all[idx], gen)).to(ctx.device), y_all[idx].to(ctx.device)
+            idx = to_device(torch.randint(0, len(y_all), (self.batch_size,), generator=gen), ctx.device)  # with replacement
+            x, y = normalize(augment(x_dev[idx], gen)), y_dev[idx]
             self._adversarial_noise(net, layers, noise, x, y, gen)
             _set_perturbed(layers, True)
             loss_rob = F.cross_entropy(net(x), y)
@@ -98,7 +99,7 @@ class AdversarialNeuronPruning(UnitSelection, Defense):
         """Fresh δ, ξ ~ U(−ε, ε), one signed ascent step of ε on the CE, clamp to [−ε, ε]."""
         with torch.no_grad():
             for p in noise:
-                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * self.eps)
+                p.copy_(to_device((torch.rand(p.shape, generator=gen) * 2 - 1) * self.eps, p.device))
         _set_perturbed(layers, True)
         grads = torch.autograd.grad(F.cross_entropy(net(x), y), noise)
         with torch.no_grad():

@@ -38,7 +38,7 @@ from ebyd_bench.benchmark.defenses.common import defense_tensors
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
 from ebyd_bench.benchmark.params import Count, PositiveFloat
 from ebyd_bench.benchmark.registries import DEFENSES
-from ebyd_bench.benchmark.tensors import batches, normalize
+from ebyd_bench.benchmark.tensors import batches, normalize, to_device
 
 TANH_EPS = 1e-7  # NC-orig's K.epsilon() in tanh(·)/(2 − ε) + 0.5
 
@@ -153,14 +153,16 @@ class NeuralCleanse(Defense):
         mask_raw.requires_grad_(True)
         pattern_raw.requires_grad_(True)
         opt = torch.optim.Adam([mask_raw, pattern_raw], lr=self.lr, betas=(0.5, 0.9))
+        x_dev = x_all.to(ctx.device)  # D_d uploaded once, not per step
         schedule = _CostSchedule(self)
         best: tuple[torch.Tensor, torch.Tensor, float] | None = None
         epoch = 0
         for epoch in range(1, self.epochs + 1):
             accs, regs = [], []
             for idx in batches(len(x_all), self.batch_size, gen):
+                idx = to_device(idx, ctx.device)
                 mask, pattern = _from_tanh_space(mask_raw), _from_tanh_space(pattern_raw)
-                x = normalize((1 - mask) * x_all[idx].to(ctx.device) + mask * pattern)
+                x = normalize((1 - mask) * x_dev[idx] + mask * pattern)
                 logits = net(x)
                 target = torch.full((len(idx),), label, device=ctx.device)
                 reg = mask.abs().sum()
@@ -168,9 +170,9 @@ class NeuralCleanse(Defense):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                accs.append(float((logits.argmax(1) == target).float().mean()))
-                regs.append(float(reg.detach()))
-            acc, reg = float(np.mean(accs)), float(np.mean(regs))
+                accs.append((logits.argmax(1) == target).float().mean().detach())
+                regs.append(reg.detach())
+            acc, reg = _epoch_mean(accs), _epoch_mean(regs)  # the epoch's one read from the device
             if acc >= self.attack_succ_threshold and reg < schedule.reg_best:
                 best = (_from_tanh_space(mask_raw).detach(), _from_tanh_space(pattern_raw).detach(), acc)
                 schedule.reg_best = reg
@@ -221,6 +223,11 @@ class _CostSchedule:
 def _frozen(model: nn.Module, device: str) -> nn.Module:
     net = copy.deepcopy(model).to(device).eval()
     return net.requires_grad_(False)
+
+
+def _epoch_mean(values: list[torch.Tensor]) -> float:
+    """The float64 mean of per-step scalars kept on the device, read back once."""
+    return float(np.mean(torch.stack(values).cpu().double().numpy()))
 
 
 def _to_tanh_space(v: torch.Tensor) -> torch.Tensor:
