@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ebyd_bench.attacks_registry.base import ImageAttack, PoisonedTrainSet, clip_uint8
+from ebyd_bench.benchmark.errors import ConfigError
 from ebyd_bench.benchmark.params import NonNegativeFloat
 from ebyd_bench.benchmark.registries import ATTACKS
 
@@ -86,8 +87,9 @@ class WaNet(ImageAttack):
 
     def setup(self, seed: int, ctx=None) -> None:
         if self.all_to_all and ctx is not None:
-            raise ValueError("wanet: all_to_all is poisoning only (poison_train); the grid harness scores a "
-                             "single target label (docs/methods.md §1.3) and cannot evaluate an all-to-all backdoor")
+            raise ConfigError("wanet: all_to_all is poisoning only (WaNet.poison_train in Python); the grid harness "
+                              "scores a single target label (docs/methods.md §1.3) and cannot evaluate an all-to-all "
+                              "backdoor")
         self._rng = self.rng(seed)
         self._grid = warp_field(self._rng, self.k, self.s)
 

@@ -317,11 +317,11 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> Grid:
     try:
         cfg = GridConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
-        raise ConfigError(f"{where}: {_pydantic_message(exc)}") from None
+        raise ConfigError(f"{_pydantic_message(exc)} (in {where})") from None
     try:
         return resolve(cfg)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # the problem first, then where it was found
+        raise ConfigError(f"{exc} (in {where})") from None
 
 
 def resolve(cfg: GridConfig) -> Grid:

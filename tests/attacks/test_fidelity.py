@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack
+from ebyd_bench.benchmark.errors import ConfigError
 from ebyd_bench.benchmark.registries import ATTACKS
 
 
@@ -66,7 +67,7 @@ def test_a_grid_refuses_all_to_all_wanet_before_training(images):
     """The harness scores one target label; an all-to-all victim would get all-to-one numbers."""
     x, y = images
     ctx = AttackContext(x, y, 10, "cpu", lambda **kw: None, lambda name, params, build: build())
-    with pytest.raises(ValueError, match="all_to_all is poisoning only"):
+    with pytest.raises(ConfigError, match="all_to_all is poisoning only"):
         ATTACKS.get("wanet")(all_to_all=True).setup(0, ctx)
     ATTACKS.get("wanet")().setup(0, ctx)  # the default is unaffected
 

@@ -39,7 +39,7 @@ def test_valid_config_parses_specs():
     ({**BASE, "attacks": ["badnets", {"name": "badnets", "label": "b2"}]}, "'badnets' listed more than once"),
     # numeric ranges (benchmark.params): a typo must not silently run a method for no epochs
     ({**BASE, "recipe": {"epochs": 0}},
-     "config: recipe: parameter 'epochs': Input should be greater than or equal to 1"),
+     "recipe: parameter 'epochs': Input should be greater than or equal to 1 (in config)"),
     ({**BASE, "recipe": {"lr": -0.1}}, "recipe: parameter 'lr': Input should be greater than 0"),
     ({**BASE, "defenses": [{"name": "rp", "epochs": -3}]}, "defense 'rp': parameter 'epochs'"),
     ({**BASE, "defenses": [{"name": "rp", "batch_size": 0}]}, "defense 'rp': parameter 'batch_size'"),
@@ -125,7 +125,8 @@ def test_malformed_overrides_name_the_problem(override, needle):
 def test_an_override_that_breaks_the_grid_is_reported_with_it(tmp_path):
     path = tmp_path / "grid.yaml"
     path.write_text("name: g\nattacks: [badnets]\n")
-    with pytest.raises(ConfigError, match=re.escape("with --set recipe.epochs=0: recipe: parameter 'epochs'")):
+    with pytest.raises(ConfigError, match=re.escape("recipe: parameter 'epochs': Input should be greater than or "
+                                                    f"equal to 1 (in {path} with --set recipe.epochs=0)")):
         load_configs(path, ["recipe.epochs=0"])
 
 
