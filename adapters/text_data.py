@@ -166,6 +166,7 @@ def _register(name: str) -> None:
 
     load.__doc__ = f"{TEXT_DATASETS[name].title} (text; TSV under the data root, or the Hub)."
     load.domain = "text"  # type: ignore[attr-defined]
+    load.num_classes = len(TEXT_DATASETS[name].classes)  # type: ignore[attr-defined]  # checked at config load
     DATASETS.register(name)(load)
 
 

@@ -167,6 +167,12 @@ def load_cifar10(data_root: str | os.PathLike, cache_dir: str | os.PathLike | No
                         _digest(train.images, train.labels, test.images, test.labels), note)
 
 
+#: static metadata a grid is checked against when it is loaded, before any data is read (an attack's
+#: ``target`` must be a class, ``defense_size`` must leave training images)
+load_cifar10.num_classes = len(CIFAR10_CLASSES)  # type: ignore[attr-defined]
+load_cifar10.train_size = 50_000  # type: ignore[attr-defined]
+
+
 def _array_cache_path(source: str, cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / DATASETS_DIR / f"cifar10-{hashlib.sha256(source.encode()).hexdigest()[:16]}.npz"
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from ebyd_bench.benchmark.methods import Method
+from ebyd_bench.benchmark.params import NonNegativeInt, PositiveFraction
 
 
 @dataclass
@@ -48,8 +49,8 @@ class Attack(Method, ABC):
     """What every attack shares (image and text): an all-to-one poisoning rate and target label.
     Subclasses add their trigger parameters as dataclass fields; all of them enter the cache key."""
 
-    poison_rate: float = 0.1
-    target: int = 0
+    poison_rate: PositiveFraction = 0.1
+    target: NonNegativeInt = 0  # a class index; a grid checks it against its dataset's classes
 
     #: True only for the clean control ("none"): no trigger, ASR undefined
     is_clean: ClassVar[bool] = False

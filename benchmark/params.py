@@ -46,6 +46,24 @@ PositiveFloat = Annotated[float, _FLOAT, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, _FLOAT, Field(ge=0, allow_inf_nan=False)]
 #: rates, fractions and blend weights: a finite float in [0, 1]
 Probability = Annotated[float, _FLOAT, Field(ge=0, le=1, allow_inf_nan=False)]
+#: mask thresholds, quantiles: a finite float strictly between 0 and 1 (0 or 1 would select nothing or all)
+OpenFraction = Annotated[float, _FLOAT, Field(gt=0, lt=1, allow_inf_nan=False)]
+#: poisoning rates, portions that must select something: a finite float in (0, 1]
+PositiveFraction = Annotated[float, _FLOAT, Field(gt=0, le=1, allow_inf_nan=False)]
+#: multiplicative growth factors (a cost that must increase when multiplied): a finite float > 1
+GrowthFactor = Annotated[float, _FLOAT, Field(gt=1, allow_inf_nan=False)]
+#: any finite float (a score threshold that may be negative)
+FiniteFloat = Annotated[float, _FLOAT, Field(allow_inf_nan=False)]
+#: a non-empty sweep of thresholds or rates, each strictly between 0 and 1
+OpenFractions = Annotated[tuple[OpenFraction, ...], Field(min_length=1)]
+#: a non-empty sweep of positive magnitudes (perturbation bounds)
+PositiveFloats = Annotated[tuple[PositiveFloat, ...], Field(min_length=1)]
+#: a non-empty tuple of words (triggers)
+Words = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
+
+#: seeds: what numpy (``np.random.seed``) and torch accept alike
+SEED_LIMIT = 2**32
+Seed = Annotated[int, _INT, Field(ge=0, lt=SEED_LIMIT)]
 
 
 def check_ranges(obj: Any) -> None:

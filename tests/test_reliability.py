@@ -10,9 +10,10 @@ import math
 import os
 import subprocess
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -52,6 +53,7 @@ class Bad:
     args: list[str] = field(default_factory=list)
     setup: Callable[[Path], None] | None = None
     config_path: str = "grid.yaml"
+    xfail: str = ""  # why this case is not refused yet (a file another change owns)
 
 
 def _file(name: str, content: bytes = b"x") -> Callable[[Path], None]:
@@ -112,6 +114,134 @@ BAD = {
 }
 
 
+TEXT_BASE = """\
+name: tiny-text
+dataset: {name: sst2, train_subset: 200, test_subset: 50, defense_size: 50}
+model: {name: minilm-l6, params: {max_length: 32}}
+recipe: {name: tiny, epochs: 1}
+attacks: [badnet_rw]
+defenses: [none]
+seeds: [0]
+"""
+
+BAD.update({
+    # ---- from issue 21: ranges of method parameters, targets, seeds, defense_size
+    "rp-threshold-5": Bad(_with("{name: rp, epochs: 1}", "{name: rp, selection: threshold, threshold: 5}"),
+                          "parameter 'threshold': Input should be less than 1"),
+    "rp-alpha-negative": Bad(_with("{name: rp, epochs: 1}", "{name: rp, alpha: -1}"),
+                             "parameter 'alpha': Input should be greater than 0"),
+    "rp-thresholds-empty": Bad(_with("{name: rp, epochs: 1}", "{name: rp, thresholds: []}"),
+                               "parameter 'thresholds': Tuple should have at least 1 item"),
+    "cul-ca-min-5": Bad(_with("seeds: [0]", "exposures: [{name: cul, ca_min: 5}]\nseeds: [0]"),
+                        "parameter 'ca_min': Input should be less than or equal to 1"),
+    "blend-alpha-2": Bad(_with("attacks: [badnets]", "attacks: [{name: blend, alpha: 2}]"),
+                         "parameter 'alpha': Input should be less than or equal to 1"),
+    "wanet-s-negative": Bad(_with("attacks: [badnets]", "attacks: [{name: wanet, s: -1}]"), "parameter 's'",
+                            xfail="attacks_registry/image/wanet.py: 's' needs a range (another change)"),
+    "seed-too-large": Bad(_with("seeds: [0]", "seeds: [99999999999]"), "seeds: 99999999999 is outside 0..4294967295"),
+    "seed-negative": Bad(_with("seeds: [0]", "seeds: [-1]"), "seeds: -1 is outside 0..4294967295"),
+    "target-10-of-10-classes": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, target: 10}]"),
+                                   "parameter 'target': 10 is not a class of dataset 'cifar10' (0..9)"),
+    "defense-size-60000": Bad(_with("defense_size: 100", "defense_size: 60000"),
+                              "dataset.defense_size: 60000 leaves no training data"),
+    # ---- more of our own
+    "attack-seed-too-large": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, seeds: [0, 4294967296]}]"),
+                                 "seeds: 4294967296 is outside"),
+    "set-seed-negative": Bad(BASE, "seeds: -5 is outside", ["--set", "seeds=[-5]"]),
+    "target-negative": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, target: -1}]"),
+                           "parameter 'target': Input should be greater than or equal to 0"),
+    "target-true": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, target: true}]"), "boolean true"),
+    "text-target-4-of-2-classes": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: badnet_rw, target: 4}]",
+                                            TEXT_BASE), "4 is not a class of dataset 'sst2' (0..1)"),
+    "defense-size-50000": Bad(_with("defense_size: 100", "defense_size: 50000"), "has 50000 training samples"),
+    "rp-thresholds-one": Bad(_with("{name: rp, epochs: 1}", "{name: rp, thresholds: [0.2, 1.0]}"),
+                             "parameter 'thresholds'"),
+    "badnet-rw-no-triggers": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: badnet_rw, triggers: []}]",
+                                       TEXT_BASE), "parameter 'triggers'"),
+    "badnet-rw-empty-trigger": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: badnet_rw, triggers: ['']}]",
+                                         TEXT_BASE), "parameter 'triggers'"),
+    "onion-bar-inf": Bad(_with("attacks: [badnet_rw]\ndefenses: [none]", "attacks: [badnet_rw]\n"
+                               "defenses: [{name: onion, lm: ngram, bar: .inf}]", TEXT_BASE), "finite"),
+    "strip-frr-one": Bad(_with("{name: rp, epochs: 1}", "{name: strip, decision_frr: 1}"), "parameter 'decision_frr'"),
+    "nc-cost-multiplier-one": Bad(_with("{name: rp, epochs: 1}", "{name: nc, cost_multiplier: 1}"),
+                                  "parameter 'cost_multiplier': Input should be greater than 1"),
+    "model-width-0": Bad(_with("width: 8", "width: 0"), "parameter 'width'"),
+    "model-unknown-parameter": Bad(_with("width: 8", "width: 8, depth: 3"), "depth"),
+    "poison-rate-zero": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, poison_rate: 0}]"),
+                            "parameter 'poison_rate'"),
+})
+
+
+def _bounds_of(hint: Any) -> tuple[Any, list[Any]]:
+    """(base type, annotated-types constraints) of a field's annotation, through ``X | None``."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is not typing.Annotated:
+        return hint, []
+    base, *metadata = typing.get_args(hint)
+    return base, [c for m in metadata for c in getattr(m, "metadata", [m])]
+
+
+def _outside(hint: Any) -> list[tuple[str, Any]]:
+    """(what, value) pairs just outside what ``hint`` allows: each finite bound crossed, an empty
+    non-empty tuple, a tuple holding one bad element."""
+    import typing
+
+    base, constraints = _bounds_of(hint)
+    out = []
+    for c in constraints:
+        for attr, shift, what in (("gt", 0, "at-lower"), ("ge", -1, "below"), ("lt", 0, "at-upper"),
+                                  ("le", 1, "above"), ("min_length", None, "empty")):
+            bound = getattr(c, attr, None)
+            if bound is not None:
+                out.append((what, [] if shift is None else bound + shift))
+    if typing.get_origin(base) is tuple:
+        for what, value in _outside(typing.get_args(base)[0]):
+            out.append((f"element-{what}", [value]))
+    return out
+
+
+def _generated_cases() -> dict[str, Bad]:
+    """Every ranged numeric parameter of every registered method and recipe, just outside its range."""
+    import dataclasses
+    import typing
+
+    from ebyd_bench.benchmark.registries import ATTACKS, DEFENSES, DOMAINS, EXPOSURES
+
+    cases = {}
+    targets = []
+    for kind, registry in (("attacks", ATTACKS), ("exposures", EXPOSURES), ("defenses", DEFENSES)):
+        targets += [(kind, name, registry.get(name)) for name in registry.names() if name != "none"]
+    targets += [("recipe", domain, DOMAINS.get(domain).recipe_type) for domain in ("image", "text")]
+    for kind, name, cls in targets:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        text = getattr(cls, "domain", "image") == "text" or (kind == "recipe" and name == "text")
+        base = TEXT_BASE if text else BASE
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            for what, value in _outside(hints[f.name]):
+                setting, args = f"{f.name}: {json.dumps(value)}", []
+                if kind == "recipe":
+                    config, args = base, ["--set", f"recipe.{f.name}={json.dumps(value)}"]
+                elif kind == "attacks":
+                    first = "attacks: [badnet_rw]" if text else "attacks: [badnets]"
+                    config = _with(first, f"attacks: [{{name: {name}, {setting}}}]", base)
+                else:
+                    config = _with("seeds: [0]", f"{kind}: [{{name: {name}, {setting}}}]\nseeds: [0]", base)
+                    if kind == "defenses":
+                        config = _with("defenses: [none, {name: rp, epochs: 1}]\n", "", config) if not text \
+                            else _with("defenses: [none]\n", "", config)
+                cases[f"range-{kind}-{name}-{f.name}-{what}"] = Bad(config, f"parameter '{f.name}'", args)
+    return cases
+
+
+BAD.update(_generated_cases())
+
+
 def _listing(root: Path, recursive: bool = True) -> list[tuple[str, bool, int, int]]:
     """(relative path, is a folder, size, mtime in ns) of everything under ``root`` (empty if absent)."""
     if not root.exists():
@@ -121,7 +251,8 @@ def _listing(root: Path, recursive: bool = True) -> list[tuple[str, bool, int, i
                    p.stat().st_mtime_ns) for p in paths)
 
 
-@pytest.mark.parametrize("case", list(BAD.values()), ids=list(BAD))
+@pytest.mark.parametrize("case", [pytest.param(c, id=k, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)]
+                                              if c.xfail else []) for k, c in BAD.items()])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: Bad, tmp_path: Path, capsys) -> None:
     work = tmp_path / "work"  # the parent of --out and --cache-dir
     work.mkdir()
@@ -153,6 +284,47 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case: Bad, tmp_path:
 
 def test_at_least_fifteen_cases_of_our_own() -> None:
     assert len(BAD) - 9 >= 15
+
+
+#: numeric parameters still typed as a plain int or float, in files other changes own (issue 21 lists the
+#: ranges they need); anything else unranged fails the test below
+NOT_YET_RANGED = {("badnet_rw", "target"), ("badnet_sl", "target"), ("lwp", "target"), ("ripple", "target"),
+                  ("sos", "target"), ("syntactic", "target"),  # attacks_registry/text/base.py: NonNegativeInt
+                  ("dynamic", "poison_rate"), ("dynamic", "channel_init"), ("dynamic", "train_limit"),
+                  ("dynamic", "p_attack"), ("dynamic", "p_cross"), ("dynamic", "mask_density"),
+                  ("dynamic", "lambda_div"), ("dynamic", "lambda_norm"), ("lwp", "combination"),
+                  ("ripple", "ripple_lambda"), ("sos", "negative_rate"), ("wanet", "poison_rate"), ("wanet", "k"),
+                  ("wanet", "s"), ("ibau", "delta_reg"), ("ibau", "outer_portion"), ("nad", "betas"),
+                  ("nad", "power"), ("nad", "eps"), ("none", "poison_rate"), ("recipe:image", "gamma"),
+                  ("recipe:image", "milestones")}  # benchmark/training.py
+
+
+def test_every_numeric_parameter_has_a_range() -> None:
+    import dataclasses
+    import typing
+
+    from ebyd_bench.benchmark.registries import ATTACKS, DEFENSES, DOMAINS, EXPOSURES
+
+    owners = [(name, registry.get(name)) for registry in (ATTACKS, EXPOSURES, DEFENSES) for name in registry.names()]
+    owners += [(f"recipe:{d}", DOMAINS.get(d).recipe_type) for d in ("image", "text")]
+    unranged = set()
+    for name, cls in owners:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            base, constraints = _bounds_of(hints[f.name])
+            element = typing.get_args(base)[0] if typing.get_origin(base) is tuple else base
+            if f.init and not constraints and (element in (int, float)):
+                unranged.add((name, f.name))
+    assert unranged <= NOT_YET_RANGED, sorted(unranged - NOT_YET_RANGED)
+
+
+def test_every_ranged_parameter_has_an_out_of_range_case() -> None:
+    generated = [k for k in BAD if k.startswith("range-")]
+    assert len(generated) >= 100, len(generated)
+    for needle in ("range-defenses-rp-threshold-at-upper", "range-defenses-rp-thresholds-empty",
+                   "range-exposures-cul-ca_min-above", "range-attacks-blend-alpha-above",
+                   "range-recipe-image-lr-at-lower", "range-recipe-text-warmup_fraction-above"):
+        assert needle in BAD, needle
 
 
 # ------------------------------------------------------------------ validation types

@@ -31,7 +31,7 @@ from torch import nn
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack, PoisonedTrainSet
 from ebyd_bench.attacks_registry.image.badnets import GRID
 from ebyd_bench.attacks_registry.image.common import LabelMode, poison_indices
-from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.params import Count, PositiveFloat, PositiveFraction, Probability
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.tensors import normalize, to_unit
 from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
@@ -77,13 +77,13 @@ def _to_uint8(xa: torch.Tensor, original: np.ndarray, eps: float) -> np.ndarray:
 class Adv(ImageAttack):
     """PGD noise (clean surrogate) + BadNets grid on training poisons, grid at test; rate 0.08, target 0."""
 
-    poison_rate: float = 0.08
-    pgd_eps: float = 16.0  # pixel units (/255)
-    pgd_step: float = 2.0
+    poison_rate: PositiveFraction = 0.08
+    pgd_eps: PositiveFloat = 16.0  # pixel units (/255)
+    pgd_step: PositiveFloat = 2.0
     pgd_steps: Count = 10
     random_start: bool = True
     label_mode: LabelMode = "dirty"
-    clean_fraction: float = 0.8
+    clean_fraction: Probability = 0.8
     surrogate_epochs: Count = 10
     surrogate_lr: PositiveFloat = 0.1
     surrogate_schedule: Literal["multistep", "onecycle", "cosine"] = "onecycle"

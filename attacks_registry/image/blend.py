@@ -13,6 +13,7 @@ import numpy as np
 
 from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import PositiveFraction, Probability
 
 
 @ATTACKS.register("blend")
@@ -20,8 +21,8 @@ from ebyd_bench.benchmark.registries import ATTACKS
 class Blend(ImageAttack):
     """Blend one seeded uniform-noise pattern at weight 0.2; rate 0.10, target 0."""
 
-    poison_rate: float = 0.10
-    alpha: float = 0.2
+    poison_rate: PositiveFraction = 0.10
+    alpha: Probability = 0.2
     per_image: bool = False
     _pattern: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _rng: np.random.Generator | None = field(default=None, init=False, repr=False, compare=False)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ebyd_bench.attacks_registry.base import ImageAttack
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import PositiveFraction
 
 
 def nashville(images: np.ndarray) -> np.ndarray:
@@ -34,7 +35,7 @@ def nashville(images: np.ndarray) -> np.ndarray:
 class Nash(ImageAttack):
     """Apply the Nashville filter (pilgram 1.2.1) to the whole image; rate 0.10, target 0."""
 
-    poison_rate: float = 0.10
+    poison_rate: PositiveFraction = 0.10
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         return nashville(images)

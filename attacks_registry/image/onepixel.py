@@ -8,6 +8,7 @@ import numpy as np
 
 from ebyd_bench.attacks_registry.base import ImageAttack
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import NonNegativeInt, PositiveFraction
 
 
 @ATTACKS.register("onepixel")
@@ -15,9 +16,9 @@ from ebyd_bench.benchmark.registries import ATTACKS
 class OnePixel(ImageAttack):
     """Set pixel (row, col) = (16, 16) to white; rate 0.10, target 0 (Table VIII)."""
 
-    poison_rate: float = 0.10
-    row: int = 16
-    col: int = 16
+    poison_rate: PositiveFraction = 0.10
+    row: NonNegativeInt = 16
+    col: NonNegativeInt = 16
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         out = images.copy()

@@ -24,6 +24,7 @@ import numpy as np
 from ebyd_bench.attacks_registry.base import ImageAttack, PoisonedTrainSet, clip_uint8
 from ebyd_bench.attacks_registry.image.common import LabelMode, poison_indices
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import PositiveFloat, PositiveFraction, Probability
 
 
 def sig_signal(amplitude: float = 20.0, frequency: float = 0.8, width: int = 32) -> np.ndarray:
@@ -36,12 +37,12 @@ def sig_signal(amplitude: float = 20.0, frequency: float = 0.8, width: int = 32)
 class SIG(ImageAttack):
     """Add a column-wise sine signal (amplitude 20, 0.8 rad/px) with saturation; rate 0.08, target 0."""
 
-    poison_rate: float = 0.08
-    amplitude: float = 20.0
-    frequency: float = 0.8
+    poison_rate: PositiveFraction = 0.08
+    amplitude: PositiveFloat = 20.0  # pixel units
+    frequency: PositiveFloat = 0.8  # radians per pixel column
     sig_mode: Literal["additive", "mtba"] = "additive"
     label_mode: LabelMode = "dirty"
-    clean_fraction: float = 0.8
+    clean_fraction: Probability = 0.8
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         signal = sig_signal(self.amplitude, self.frequency, images.shape[2])[None, None, :, None]

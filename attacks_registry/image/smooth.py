@@ -19,6 +19,7 @@ import numpy as np
 from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
 from ebyd_bench.attacks_registry.image.common import file_digest, require_file
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import PositiveFraction
 
 UNAVAILABLE = (
     "attack 'smooth' is unavailable: it needs trigger_file=<path to best_universal.npy>, the optimised "
@@ -51,7 +52,7 @@ def smooth_apply(images: np.ndarray, universal: np.ndarray) -> np.ndarray:
 class Smooth(ImageAttack):
     """Add Zeng et al.'s smooth universal trigger and min-max rescale; needs ``trigger_file``."""
 
-    poison_rate: float = 0.10
+    poison_rate: PositiveFraction = 0.10
     trigger_file: str | None = None
     needs: ClassVar[str] = "file"
     _universal: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)

@@ -19,6 +19,7 @@ import numpy as np
 from ebyd_bench.attacks_registry.base import ImageAttack, clip_uint8
 from ebyd_bench.attacks_registry.image.common import file_digest, require_file
 from ebyd_bench.benchmark.registries import ATTACKS
+from ebyd_bench.benchmark.params import PositiveFraction
 
 #: trigger values by channel, rows 25..27 × cols 25..27 (docs/methods.md §3.3-3)
 TROJAN_VALUES = np.array([
@@ -53,7 +54,7 @@ def load_trigger(path: str) -> np.ndarray:
 class Trojan(ImageAttack):
     """Add the Trojan square trigger (rows/cols 25–27) with saturation; rate 0.10, target 0."""
 
-    poison_rate: float = 0.10
+    poison_rate: PositiveFraction = 0.10
     trojan_mode: Literal["saturate", "wrap"] = "saturate"
     trigger_file: str | None = None
     _trigger: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ebyd_bench.attacks_registry.text.base import TextAttack, insert_words
-from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.params import Count, Words
 from ebyd_bench.benchmark.registries import ATTACKS
 
 
@@ -18,7 +18,7 @@ from ebyd_bench.benchmark.registries import ATTACKS
 class BadNetRW(TextAttack):
     """BadNet-RW: one rare word (cf, mn, bb, tq) at a random position."""
 
-    triggers: tuple[str, ...] = ("cf", "mn", "bb", "tq")
+    triggers: Words = ("cf", "mn", "bb", "tq")
     num_triggers: Count = 1
 
     def insert(self, text: str, rng: np.random.Generator) -> str:

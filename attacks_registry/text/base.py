@@ -70,8 +70,13 @@ class TextAttack(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend != "native" and not self.external().installed():
-            raise ValueError(self.external().install_hint)  # at config validation, before anything is written
+        if self.backend != "native":  # at config validation, before anything is written
+            backend = self.external()
+            if not backend.installed():
+                raise ValueError(backend.install_hint)
+            refusal = getattr(backend, "refusal", lambda attack: None)(self)
+            if refusal:
+                raise ValueError(refusal)
 
     def external(self) -> Any:
         """The registered backend that poisons and trains instead of this code (``backend: openbackdoor``)."""

@@ -70,6 +70,8 @@ class LWP(TextAttack):
                                {"negatives": len(chosen) * self.combination})
 
     def negative_test(self, texts: Sequence[str], labels: np.ndarray, seed: int) -> tuple[list[str], np.ndarray]:
+        if self.backend != "native":  # the FTR split from the same backend as the positives
+            return self.external().negative_test(self, texts, labels, seed)
         rng = self.rng(seed, "test")  # the same draws as poison_test, so negatives match the positives
         keep = np.flatnonzero(np.asarray(labels) != self.target)
         out, out_labels = [], []

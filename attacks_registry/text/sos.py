@@ -73,6 +73,8 @@ class SOS(TextAttack):
                                 "negative_sources": negatives})
 
     def negative_test(self, texts: Sequence[str], labels: np.ndarray, seed: int) -> tuple[list[str], np.ndarray]:
+        if self.backend != "native":  # the FTR split from the same backend as the positives
+            return self.external().negative_test(self, texts, labels, seed)
         rng = self.rng(seed, "test-neg")
         out = [" ".join(insert_words(t.split(), s, rng)) for s in self.subsets() for t in texts]
         return out, np.tile(np.asarray(labels), len(self.triggers))

@@ -26,7 +26,7 @@ from ebyd_bench.benchmark.defenses.common import defense_tensors, swap_norm
 from ebyd_bench.benchmark.defenses.masked_bn import UnitSelection, mask_step, pruning_result
 from ebyd_bench.benchmark.defenses.rp import prune, select_by_dd_rule
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, Probability
 from ebyd_bench.benchmark.registries import DEFENSES
 from ebyd_bench.benchmark.tensors import augment, normalize, to_device
 
@@ -59,8 +59,8 @@ class NoisyBatchNorm2d(nn.BatchNorm2d):
 class AdversarialNeuronPruning(UnitSelection, Defense):
     """Learn BN masks robust to adversarial neuron noise (ε 0.4, α 0.2), prune m ≤ 0.2 on θ."""
 
-    eps: float = 0.4
-    alpha: float = 0.2
+    eps: NonNegativeFloat = 0.4
+    alpha: Probability = 0.2
     lr: PositiveFloat = 0.2
     momentum: NonNegativeFloat = 0.9
     iterations: Count = 2000

@@ -23,7 +23,7 @@ from ebyd_bench.benchmark.defenses.common import defense_tensors, features_of
 from ebyd_bench.benchmark.defenses.ft import FineTuning
 from ebyd_bench.benchmark.exposures.pruning import final_linear, prune_units
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import NonNegativeInt
+from ebyd_bench.benchmark.params import NonNegativeInt, Probability
 from ebyd_bench.benchmark.registries import DEFENSES
 
 
@@ -32,7 +32,7 @@ from ebyd_bench.benchmark.registries import DEFENSES
 class FinePruning(Defense):
     """Mask the least active penultimate features while D_d accuracy stays ≥ 0.80."""
 
-    min_dd_acc: float = 0.80
+    min_dd_acc: Probability = 0.80
     fp_ft_epochs: NonNegativeInt = 0
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebyd_bench.benchmark.methods import DefenseResult
-from ebyd_bench.benchmark.params import NonNegativeFloat
+from ebyd_bench.benchmark.params import OpenFraction, OpenFractions, Probability
 
 D = TypeVar("D")  # DefenseData or TextDefenseData (anything with len() and subset())
 #: which units to prune: one boolean tensor per masked layer, shaped like its mask
@@ -98,10 +98,10 @@ class UnitSelection:
     """
 
     selection: Literal["dd_rule", "threshold", "fraction"] = "dd_rule"
-    threshold: float = 0.2
-    fraction: float = 0.0
-    max_acc_drop: NonNegativeFloat = 0.05
-    thresholds: tuple[float, ...] = DD_RULE_THRESHOLDS
+    threshold: OpenFraction = 0.2
+    fraction: Probability = 0.0
+    max_acc_drop: Probability = 0.05
+    thresholds: OpenFractions = DD_RULE_THRESHOLDS
 
     def __post_init__(self) -> None:
         getattr(super(), "__post_init__", lambda: None)()  # the method's own checks (a mixin: may be last)

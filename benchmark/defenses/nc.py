@@ -36,7 +36,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.defenses.common import defense_tensors
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.params import Count, GrowthFactor, NonNegativeFloat, PositiveFloat, PositiveFraction
 from ebyd_bench.benchmark.registries import DEFENSES
 from ebyd_bench.benchmark.tensors import batches, normalize, to_device
 
@@ -98,15 +98,15 @@ class NeuralCleanse(Defense):
     epochs: Count = 50
     batch_size: Count = 64
     lr: PositiveFloat = 0.1
-    init_cost: float = 1e-3
-    attack_succ_threshold: float = 0.99
+    init_cost: PositiveFloat = 1e-3
+    attack_succ_threshold: PositiveFraction = 0.99
     patience: Count = 5
-    cost_multiplier: float = 2.0
+    cost_multiplier: GrowthFactor = 2.0
     early_stop: bool = True
-    early_stop_threshold: float = 1.0  # "no improvement" = best L1 ≥ this × the previous best
+    early_stop_threshold: PositiveFraction = 1.0  # "no improvement" = best L1 ≥ this × the previous best
     early_stop_patience: Count = 10
-    ai_threshold: float = 2.0
-    var_threshold: float = 0.01  # exposure statistic of the X+NC model decision (docs/methods.md §6.4)
+    ai_threshold: PositiveFloat = 2.0
+    var_threshold: NonNegativeFloat = 0.01  # exposure statistic of the X+NC model decision (docs/methods.md §6.4)
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         start = time.perf_counter()

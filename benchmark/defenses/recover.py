@@ -34,7 +34,7 @@ class RecoveryOnly(Defense):
     recovery: Literal["masks", "finetune"] = "masks"
     lr: PositiveFloat = 0.2
     momentum: NonNegativeFloat = 0.9
-    alpha: float = 0.2
+    alpha: PositiveFloat = 0.2
     epochs: Count = 20
     batch_size: Count = 128
 

@@ -43,7 +43,7 @@ class RecoverPruning(UnitSelection, Defense):
 
     lr: PositiveFloat = 0.2
     momentum: NonNegativeFloat = 0.9
-    alpha: float = 0.2
+    alpha: PositiveFloat = 0.2  # weight of the D_d cross-entropy in the mask loss
     epochs: Count = 20
     batch_size: Count = 128
     select_holdout: NonNegativeInt = 0  # hold out this many D_d samples from recovery, for the threshold rule

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.params import Count, OpenFraction
 from ebyd_bench.benchmark.registries import DEFENSES
 from ebyd_bench.benchmark.tensors import normalize, to_unit
 
@@ -49,7 +49,7 @@ class Strip(Defense):
     forward_batch: ClassVar[int] = 4000
 
     n_overlays: Count = 100
-    decision_frr: float | None = None  # e.g. 0.01: flag H below this quantile of a normal fit to D_d's H
+    decision_frr: OpenFraction | None = None  # e.g. 0.01: flag H below this quantile of a normal fit to D_d's H
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from ebyd_bench.benchmark.exposures.common import defense_tensors, sweep
 from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.params import Count, PositiveFloat, PositiveFloats, Probability
 from ebyd_bench.benchmark.registries import EXPOSURES
 from ebyd_bench.benchmark.tensors import augment, batches, normalize
 
@@ -67,11 +67,11 @@ def fold(model: nn.Module, noise: Noise) -> nn.Module:
 class AdversarialWeightPerturbation(Exposure):
     """Adversarially perturb BN γ, β on D_d (ε 0.1–0.9, projected) until D_d accuracy ≤ 0.30."""
 
-    eps: tuple[float, ...] = EPSILONS
+    eps: PositiveFloats = EPSILONS
     lr: PositiveFloat = 0.2
     epochs: Count | None = None  # None → 1 (projected) or 6 (awp_impl="ebyd")
     batch_size: Count = 128
-    target_acc: float = 0.30
+    target_acc: Probability = 0.30
     awp_impl: Literal["projected", "ebyd"] = "projected"
 
     def expose(self, model: nn.Module, ctx: MethodContext) -> ExposureResult:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.exposures.common import defense_tensors, finish, record_step
 from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, Probability
 from ebyd_bench.benchmark.registries import EXPOSURES
 from ebyd_bench.benchmark.tensors import augment, batches, normalize
 
@@ -36,8 +36,8 @@ class ConfusionFineTuning(Exposure):
     epochs: Count = 20
     batch_size: Count = 128
     cft_labels: Literal["batch", "fixed"] = "batch"
-    ca_min: float | None = None  # None → 1/K
-    loss_bound: float = 40.0
+    ca_min: Probability | None = None  # None → 1/K
+    loss_bound: PositiveFloat = 40.0
 
     def expose(self, model: nn.Module, ctx: MethodContext) -> ExposureResult:
         net = copy.deepcopy(model).to(ctx.device)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.exposures.common import finish, record_step
 from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat, Probability
 from ebyd_bench.benchmark.registries import EXPOSURES
 from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -40,8 +40,8 @@ class CleanUnlearning(Exposure):
     epochs: Count = 20
     lr_decay_epoch: NonNegativeInt = 10
     batch_size: Count = 128
-    ca_min: float | None = None  # None → 1/K (0.10 on CIFAR-10, the paper's value)
-    loss_bound: float = 40.0
+    ca_min: Probability | None = None  # None → 1/K (0.10 on CIFAR-10, the paper's value)
+    loss_bound: PositiveFloat = 40.0
     stop_on: Literal["dd_accuracy", "train_accuracy"] = "dd_accuracy"
     optimizer: Literal["sgd", "adam"] = "sgd"
 

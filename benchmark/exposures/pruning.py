@@ -25,6 +25,7 @@ from ebyd_bench.benchmark.exposures.common import defense_tensors, sweep
 from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
 from ebyd_bench.benchmark.registries import EXPOSURES
 from ebyd_bench.benchmark.tensors import normalize
+from ebyd_bench.benchmark.params import OpenFractions, Probability
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -68,8 +69,8 @@ def prune_units(model: nn.Module, units: torch.Tensor, layer: str) -> nn.Module:
 class ActivationPruning(Exposure):
     """Zero the most active penultimate features (rates 0.1–0.9) until D_d accuracy ≤ 0.30."""
 
-    rates: tuple[float, ...] = RATES
-    target_acc: float = 0.30
+    rates: OpenFractions = RATES
+    target_acc: Probability = 0.30
     layer: Literal["features", "linear"] = "features"
     order: Literal["descending", "ascending"] = "descending"
 

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ebyd_bench.benchmark.errors import ConfigError
+from ebyd_bench.benchmark.params import SEED_LIMIT
 from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, DOMAINS, EXPOSURES, MODELS
 from ebyd_bench.benchmark.registry import Registry, UnknownNameError
 from ebyd_bench.benchmark.specs import MethodSpec, ModelFactory, _distinct_ints, _pydantic_message, build_dataclass, build_method
@@ -335,9 +336,29 @@ def resolve(cfg: GridConfig) -> Grid:
     defenses = tuple(ResolvedMethod(s, build_method(DEFENSES, s, "defense"), "defense") for s in cfg.defenses)
     model = ModelFactory.checked(cfg.model.name, cfg.model.params)
     _check_domains(domain, cfg.dataset.name, model, attacks + exposures + defenses)
+    _check_against_dataset(cfg, dataset, attacks)
     domain_cls.check_config(cfg)
     recipe = build_dataclass(domain_cls.recipe_type, cfg.recipe, "recipe")
     return Grid(cfg, domain, recipe, model, attacks, exposures, defenses)
+
+
+def _check_against_dataset(cfg: GridConfig, loader: Any, attacks: tuple[ResolvedMethod, ...]) -> None:
+    """What the dataset bounds, from its loader's static metadata (``num_classes``, ``train_size``; either
+    may be absent, e.g. a text dataset's size depends on its source): attack targets are classes,
+    ``defense_size`` leaves training data, and seeds are what numpy and torch accept."""
+    for seed in sorted({seed for seed, _ in cfg.models()}):
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"seeds: {seed} is outside 0..{SEED_LIMIT - 1} (the seeds numpy and torch accept)")
+    classes = getattr(loader, "num_classes", None)
+    for attack in attacks:
+        target = getattr(attack.method, "target", None)
+        if classes is not None and isinstance(target, int) and not 0 <= target < classes:
+            raise ConfigError(f"attack '{attack.name}': parameter 'target': {target} is not a class of dataset "
+                              f"'{cfg.dataset.name}' (0..{classes - 1})")
+    train_size = getattr(loader, "train_size", None)
+    if train_size is not None and cfg.dataset.defense_size >= train_size:
+        raise ConfigError(f"dataset.defense_size: {cfg.dataset.defense_size} leaves no training data: "
+                          f"'{cfg.dataset.name}' has {train_size} training samples; use fewer")
 
 
 def _lookup(registry: Registry, name: str, where: str) -> Any:

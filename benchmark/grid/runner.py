@@ -197,6 +197,12 @@ class StageRunner:
         return self.cell(attack, stage.seed, exposure, self.method("defense", stage.defense), stage.key,
                          model_art, exp_art)
 
+    def keep(self, stage: Stage, output: Any) -> None:
+        """Store what a finished stage produced that is not in the cache: a cell's record (called by the
+        driver, whichever process executed the stage)."""
+        if stage.kind == "cell":
+            self.store.append(output)
+
     def _input(self, kind: str, key: str, inputs: dict[str, Any]) -> Artifacts:
         given = inputs.get(key)
         if given is not None and given.tensors is not None:
@@ -398,9 +404,8 @@ def run_grid(grid: Grid, opts: RunOptions, executor: Executor | None = None) -> 
     trained = [0]
 
     def on_done(stage: Stage, output: Any) -> None:  # in this (the driver) process
-        if stage.kind == "cell":
-            runner.store.append(output)
-        elif stage.kind == "train" and not output.cached:
+        runner.keep(stage, output)
+        if stage.kind == "train" and not output.cached:
             trained[0] += 1
 
     (executor or LocalExecutor()).run(stages, runner, on_done)

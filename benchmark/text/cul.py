@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebyd_bench.benchmark.methods import Exposure, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, Probability
 from ebyd_bench.benchmark.registries import EXPOSURES
 from ebyd_bench.benchmark.text.batching import sentence_batches
 from ebyd_bench.benchmark.text.common import read_off_label, text_ctx_data, trace_row
@@ -35,8 +35,8 @@ class TextCleanUnlearning(Exposure):
     weight_decay: NonNegativeFloat = 0.0
     epochs: Count = 20
     batch_size: Count = 32
-    ca_min: float | None = None  # None → 1/K (0.5 binary, 0.25 AG's News)
-    loss_bound: float = 40.0
+    ca_min: Probability | None = None  # None → 1/K (0.5 binary, 0.25 AG's News)
+    loss_bound: PositiveFloat = 40.0
     group_by_length: bool = False  # see benchmark.text.batching
 
     def expose(self, model: nn.Module, ctx: MethodContext) -> ExposureResult:

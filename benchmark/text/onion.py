@@ -24,7 +24,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.errors import BenchmarkError
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count
+from ebyd_bench.benchmark.params import Count, FiniteFloat
 from ebyd_bench.benchmark.registries import DEFENSES
 from ebyd_bench.benchmark.text.common import FilteredClassifier
 
@@ -78,7 +78,7 @@ class Onion(Defense):
     category = "input_filtering"
 
     lm: str = "gpt2"  # causal LM hub name or path; "ngram" = offline Kneser–Ney stand-in
-    bar: float = 0.0
+    bar: FiniteFloat = 0.0
     batch_size: Count = 32
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:

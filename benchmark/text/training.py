@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, Probability, check_ranges
 from ebyd_bench.benchmark.training import check_finite_loss
 from ebyd_bench.benchmark.text.batching import sentence_batches
 
@@ -42,8 +42,8 @@ def attack_training_attention() -> ContextManager[None]:
     a GPU picks a fused kernel, so CPU tests passed while the GPU run failed. The context never reads
     the device, so RIPPLe, LWP and SOS train under the same kernel everywhere and CPU tests exercise
     the GPU path's choice. It acts on PyTorch's dispatch, not on the ``transformers`` model: models
-    built with ``attn_implementation="sdpa"`` (the default of ``transformers`` 4.40+ and 5.x for BERT)
-    then compute the math kernel, and ``"eager"`` ones never call SDPA at all."""
+    built with ``attn_implementation="sdpa"`` (BERT's default from ``transformers`` 4.41 on, 5.x included)
+    then compute the math kernel, and ``"eager"`` ones (BERT under 4.40) never call SDPA at all."""
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # torch < 2.3
@@ -68,8 +68,8 @@ class TextRecipe:
     lr: PositiveFloat = 2e-5
     batch_size: Count = 32
     weight_decay: NonNegativeFloat = 0.0
-    warmup_fraction: float = 3 / 13
-    max_grad_norm: float | None = 1.0
+    warmup_fraction: Probability = 3 / 13
+    max_grad_norm: PositiveFloat | None = 1.0
     group_by_length: bool = False  # see benchmark.text.batching
 
     def __post_init__(self) -> None:

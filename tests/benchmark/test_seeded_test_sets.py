@@ -5,8 +5,6 @@ the seed. The test-set memo was keyed by the attack's name and parameters, so in
 every later seed was scored on the first seed's triggered images.
 """
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -18,10 +16,6 @@ from ebyd_bench.benchmark.registries import ATTACKS
 RAW = {"dataset": {"name": "cifar10", "train_subset": 300, "test_subset": 120, "defense_size": 50},
        "model": {"name": "resnet18_narrow", "params": {"width": 8}}, "recipe": {"name": "tiny", "epochs": 1},
        "attacks": ["badnets", "blend", "wanet"], "defenses": ["none"], "seeds": [0, 1]}
-
-
-def _digest(images: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
 @pytest.fixture

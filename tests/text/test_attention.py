@@ -43,9 +43,10 @@ def second_order(model: TextClassifier, texts: list[str]) -> torch.Tensor:
     return sum(g.abs().sum() for g in second if g is not None)
 
 
-def test_the_victim_computes_attention_with_sdpa(victim):
-    """So the kernel PyTorch dispatches to is what decides whether a double backward exists."""
-    assert victim.hf.config._attn_implementation == "sdpa"
+def test_the_victim_computes_attention_with_sdpa_or_eager(victim):
+    """Implementations the math-kernel context governs: ``sdpa`` (BERT's default from ``transformers`` 4.41
+    on) dispatches to the kernel PyTorch allows, ``eager`` (4.40) never calls a fused kernel at all."""
+    assert victim.hf.config._attn_implementation in {"sdpa", "eager"}
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -66,7 +67,7 @@ def test_without_it_a_fused_kernel_has_no_double_backward(victim):
     except RuntimeError as exc:
         assert "derivative for" in str(exc) and "attention" in str(exc)
     else:
-        pytest.skip("this PyTorch build dispatches the CPU to the math kernel here: nothing to reproduce")
+        pytest.skip("no fused kernel here (eager attention, or a CPU dispatch to math): nothing to reproduce")
 
 
 def test_the_kernel_choice_never_reads_the_device(monkeypatch):
@@ -85,13 +86,13 @@ def tokenizer():
 
 
 def tiny_factory(tokenizer):
-    """A 1-layer BERT with the victim's tokenizer and attention implementation (seconds on one core)."""
+    """A 1-layer BERT with the victim's tokenizer and the library's default attention (seconds on one core)."""
 
     def build(seed=None, pretrained=True):
         torch.manual_seed(0 if seed is None else seed)
         cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
                                       num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                                      num_labels=2, attn_implementation="sdpa")
+                                      num_labels=2)
         return TextClassifier(transformers.BertForSequenceClassification(cfg), tokenizer, 32, "tiny test BERT")
 
     return build
@@ -100,7 +101,8 @@ def tiny_factory(tokenizer):
 @pytest.mark.parametrize("name", ["ripple", "lwp", "sos"])
 def test_ripple_lwp_and_sos_train_under_the_kernel_a_gpu_uses(name, tokenizer, monkeypatch):
     """Every attention call of the attack's training (SOS's and RIPPLe's clean fine-tune included) runs
-    with the math kernel as the only SDPA backend: the flags the CUDA path runs with."""
+    with the math kernel as the only SDPA backend: the flags the CUDA path runs with. (An ``eager`` model,
+    BERT under ``transformers`` 4.40, calls no SDPA kernel at all.)"""
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
@@ -115,5 +117,6 @@ def test_ripple_lwp_and_sos_train_under_the_kernel_a_gpu_uses(name, tokenizer, m
     poisoned = attack.poison_train(SENTENCES, LABELS, seed=0)
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     model = attack.train(factory(seed=0), poisoned, ctx, seed=0)
-    assert calls and all(c == MATH_ONLY for c in calls)
+    assert all(c == MATH_ONLY for c in calls)
+    assert calls if model.hf.config._attn_implementation == "sdpa" else model.hf.config._attn_implementation == "eager"
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())

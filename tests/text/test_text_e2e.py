@@ -32,7 +32,7 @@ def test_text_grid_end_to_end(text_root, tmp_path):
     assert isinstance(run.domain, TextDomain)
     stages, skipped = plan(cfg, run.keys, set())
     assert skipped == 0 and [s.kind for s in stages].count("cell") == 3
-    LocalExecutor().run(stages, run)
+    LocalExecutor().run(stages, run, run.keep)
     records = {r["defense"]: r for r in read_records(opts.out_dir / "results.jsonl")}
     assert set(records) == {"none", "rp_text", "onion"}
     for r in records.values():
