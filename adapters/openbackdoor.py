@@ -6,12 +6,13 @@ the trained weights are copied back into our victim, so cache keys (the attack's
 parameter is part of them) and metrics stay ours. Its poisoners draw from Python's ``random``,
 seeded with the run seed.
 
-**One subprocess per OpenBackdoor call.** Importing OpenBackdoor replaces the root logger's
-handlers, registers top-level modules (``test``, shadowing the standard library's, ``glove``,
-``scpn``), prints to stdout and writes folders into the working directory. The harness never
-imports it: :func:`call` runs ``python -m ebyd_bench.adapters.openbackdoor DIR`` with ``DIR`` (a
-temporary folder, removed afterwards) as working directory, the request and the result as pickles
-in ``DIR`` and the child's stdout/stderr in ``DIR/openbackdoor.log`` (its tail is shown on failure).
+**OpenBackdoor runs in a subprocess.** Importing it replaces the root logger's handlers, registers
+top-level modules (``test``, shadowing the standard library's, ``glove``, ``scpn``), prints to
+stdout, and its trainers and poisoners write folders into the working directory. The harness never
+imports it: :func:`call` sends each request to a :class:`Worker` (``python -m
+ebyd_bench.adapters.openbackdoor --serve``, started once per harness process and device) whose
+working directory and log are a temporary folder, removed when it stops (its log's tail is shown on
+failure).
 
 **AdamW.** OpenBackdoor does ``from transformers import AdamW``, which transformers ≥ 4.50 removed,
 and transformers' processing utilities re-create the ``transformers`` module in ``sys.modules``
@@ -27,15 +28,20 @@ OpenBackdoor's own (docs/methods.md §4.3).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import importlib.abc
+import itertools
 import importlib.util
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -202,8 +208,7 @@ def execute(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
         victim = importlib.import_module(f"{module.__name__}.victims").load_victim(request["victim"])
         attacker = importlib.import_module(f"{module.__name__}.attackers").load_attacker(request["config"])
         victim = attacker.attack(victim, request["data"])
-        torch.save({k: v.detach().cpu() for k, v in victim.plm.state_dict().items()}, workdir / "state.pt")
-        return {"state": str(workdir / "state.pt")}
+        return {"state": {k: v.detach().cpu() for k, v in victim.plm.state_dict().items()}}
     raise ValueError(f"unknown request {request['op']!r}")
 
 
@@ -218,27 +223,78 @@ def _child_env(device: str | None) -> dict[str, str]:
     return env
 
 
-def call(request: dict[str, Any], device: str | None = None, workdir: str | None = None) -> dict[str, Any]:
-    """Run :func:`execute` in a fresh Python process whose working directory is a temporary folder."""
-    request = dict(request, threads=torch.get_num_threads())
-    with tempfile.TemporaryDirectory(prefix="ebyd-openbackdoor-", dir=workdir) as tmp:
-        d = Path(tmp)
-        (d / "request.pkl").write_bytes(pickle.dumps(request))
-        with open(d / LOG, "wb") as log:
-            proc = subprocess.run([sys.executable, "-m", "ebyd_bench.adapters.openbackdoor", str(d)], cwd=d,
-                                  env=_child_env(device), stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        if (d / "error.pkl").is_file():
-            kind, message = pickle.loads((d / "error.pkl").read_bytes())
-            if kind == "missing":
-                raise OpenBackdoorMissing(message)
-            raise BenchmarkError(f"OpenBackdoor failed: {message}\n{_tail(d / LOG)}")
-        if proc.returncode != 0 or not (d / "result.pkl").is_file():
-            raise BenchmarkError(f"the OpenBackdoor subprocess exited with {proc.returncode}\n{_tail(d / LOG)}")
-        result = pickle.loads((d / "result.pkl").read_bytes())
-        if "state" in result:
-            result["state"] = torch.load(result["state"], map_location="cpu", weights_only=True)
-        return result
+class Worker:
+    """One OpenBackdoor subprocess (``python -m ebyd_bench.adapters.openbackdoor --serve``), started on
+    first use and kept for the harness process's lifetime: it imports OpenBackdoor once (~10 s).
+    Requests and results travel as pickles over two pipes; its working directory is a temporary
+    folder (every request runs in a fresh sub-folder, removed afterwards) and its stdout/stderr go to
+    ``openbackdoor.log`` there. Every request reseeds ``random``, NumPy and torch."""
+
+    def __init__(self, device: str | None) -> None:
+        self.device = device
+        self.dir = Path(tempfile.mkdtemp(prefix="ebyd-openbackdoor-"))
+        self.log = self.dir / LOG
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ebyd_bench.adapters.openbackdoor", "--serve", str(to_child_r),
+                 str(from_child_w), str(torch.get_num_threads())], cwd=self.dir, env=_child_env(device),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(to_child_r, from_child_w))
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self.writer = os.fdopen(self._to_child, "wb")
+        self.reader = os.fdopen(self._from_child, "rb")
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            pickle.dump(request, self.writer)
+            self.writer.flush()
+            kind, payload = pickle.load(self.reader)
+        except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
+            tail = _tail(self.log)
+            self.close()
+            raise BenchmarkError(f"the OpenBackdoor subprocess died (exit {self.proc.returncode})\n{tail}") from None
+        if kind == "missing":
+            raise OpenBackdoorMissing(payload)
+        if kind == "error":
+            raise BenchmarkError(f"OpenBackdoor failed: {payload}\n{_tail(self.log)}")
+        return payload
+
+    def close(self) -> None:
+        for f in (self.writer, self.reader):
+            with contextlib.suppress(OSError):
+                f.close()
+        try:
+            self.proc.wait(timeout=30)  # EOF on its request pipe ends the child
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if _WORKERS.get(self.device) is self:
+            del _WORKERS[self.device]
+
+
+_WORKERS: dict[str | None, Worker] = {}
+
+
+def call(request: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    """Run :func:`execute` in this process's OpenBackdoor subprocess (one per device)."""
+    if device is None and _WORKERS:  # poisoning runs on any live worker
+        device = next(iter(_WORKERS))
+    worker = _WORKERS.get(device)
+    if worker is None or worker.proc.poll() is not None:
+        worker = _WORKERS[device] = Worker(device)
+    return worker.request(request)
+
+
+def shutdown() -> None:
+    """Stop every OpenBackdoor subprocess of this process (also at exit)."""
+    for worker in list(_WORKERS.values()):
+        worker.close()
+
+
+atexit.register(shutdown)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -246,23 +302,32 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "--- OpenBackdoor log (last lines) ---\n" + "\n".join(text[-lines:])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Child entry point: ``python -m ebyd_bench.adapters.openbackdoor DIR``."""
-    d = Path((argv if argv is not None else sys.argv[1:])[0])
-    request = pickle.loads((d / "request.pkl").read_bytes())
-    torch.set_num_threads(max(1, int(request.get("threads", 1))))
-    try:
-        result = execute(request, d)
-    except OpenBackdoorMissing as exc:
-        (d / "error.pkl").write_bytes(pickle.dumps(("missing", str(exc))))
-        return 3
-    except Exception as exc:  # reported to the harness with the log's tail
-        import traceback
-
-        traceback.print_exc()
-        (d / "error.pkl").write_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
-        return 1
-    (d / "result.pkl").write_bytes(pickle.dumps(result))
+def serve(read_fd: int, write_fd: int, threads: int) -> int:
+    """Child loop: one pickled request in, one pickled ``(kind, payload)`` out, until EOF."""
+    torch.set_num_threads(max(1, threads))
+    home = Path.cwd()
+    with os.fdopen(read_fd, "rb") as reader, os.fdopen(write_fd, "wb") as writer:
+        for n in itertools.count():
+            try:
+                request = pickle.load(reader)
+            except EOFError:
+                return 0
+            work = home / f"request-{n}"
+            work.mkdir()
+            os.chdir(work)
+            try:
+                reply: tuple[str, Any] = ("ok", execute(request, work))
+            except OpenBackdoorMissing as exc:
+                reply = ("missing", str(exc))
+            except Exception as exc:  # reported to the harness with the log's tail
+                traceback.print_exc()
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            finally:
+                os.chdir(home)
+                shutil.rmtree(work, ignore_errors=True)
+            sys.stdout.flush()
+            pickle.dump(reply, writer)
+            writer.flush()
     return 0
 
 
@@ -274,10 +339,13 @@ def poison_train(attack: TextAttack, texts: Sequence[str], labels: np.ndarray, s
     rows = call({"op": "poison", "config": poisoner_config(attack), "mode": "train", "seed": seed,
                  "data": {"train": _rows(texts, labels), "dev": []}})["train"]
     flags = np.asarray([r[2] for r in rows], dtype=np.int64)
+    info: dict[str, Any] = {"backend": "openbackdoor"}
+    if attack.name == "sos":  # OB's SOS set: the poisons and the negatives only (as the native one)
+        info["negatives"] = int(len(rows) - (flags == 1).sum())
+    elif attack.name == "lwp":  # each chosen sample → its single-piece negatives + the positive
+        info["negatives"] = int(len(rows) - len(texts))
     return PoisonedTextSet([r[0] for r in rows], np.asarray([r[1] for r in rows], dtype=np.int64),
-                           np.flatnonzero(flags == 1), {"backend": "openbackdoor",
-                                                        "negatives": int(len(rows) - len(texts) + (flags == 1).sum())
-                                                        if attack.has_negatives else 0})
+                           np.flatnonzero(flags == 1), info)
 
 
 def _eval_split(attack: TextAttack, texts: Sequence[str], labels: np.ndarray, seed: int) -> dict[str, list]:
@@ -343,4 +411,4 @@ class OpenBackdoorBackend:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])) if sys.argv[1:2] == ["--serve"] else 2)

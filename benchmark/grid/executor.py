@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
 from ebyd_bench.benchmark.progress import progress
 
@@ -107,3 +107,38 @@ class LocalExecutor:
                     on_done(stage, result)
                 bar.update()
         return outputs.sinks
+
+
+class Dispatcher(Protocol):
+    """How a concurrent executor hands stages to its workers (processes, Ray tasks)."""
+
+    def submit(self, stage: Stage, inputs: dict[str, Any]) -> Hashable:
+        """Start ``stage`` somewhere; return a handle for :meth:`wait`."""
+
+    def wait(self, handles: list[Hashable]) -> list[tuple[Hashable, Any]]:
+        """Block until at least one handle finished; return (handle, output) of those that did.
+        A failed stage raises here."""
+
+
+def run_dispatched(stages: list[Stage], dispatcher: Dispatcher, on_done: OnDone | None = None) -> dict[str, Any]:
+    """Run stages as soon as their parents have finished, as many at once as the dispatcher takes;
+    ``on_done`` is called here, in the driver, as each stage finishes."""
+    order = topological_order(stages)
+    outputs, waiting, done = Outputs(order), list(order), set()
+    running: dict[Hashable, Stage] = {}
+    with grid_progress(order) as bar:
+        while waiting or running:
+            for stage in [s for s in waiting if all(d in done for d in s.deps)]:
+                waiting.remove(stage)
+                running[dispatcher.submit(stage, outputs.inputs(stage))] = stage
+            for handle, result in dispatcher.wait(list(running)):
+                stage = running.pop(handle)
+                log.info("stage %s", stage.label)
+                outputs.finished(stage, result)
+                done.add(stage.key)
+                if on_done is not None:
+                    on_done(stage, result)
+                bar.set_postfix_str(stage.label, refresh=False)
+                bar.update()
+    return outputs.sinks
+

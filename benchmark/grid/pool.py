@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from ebyd_bench.benchmark.grid.config import Grid
-from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Outputs, Stage, grid_progress, topological_order
+from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Stage, run_dispatched
 from ebyd_bench.benchmark.grid.runner import Artifacts, RunOptions, StageRunner
 
 log = logging.getLogger(__name__)
@@ -75,47 +75,42 @@ class PoolExecutor:
         self.grid, self.opts, self.jobs, self.devices = grid, opts, jobs, devices
 
     def run(self, stages: list[Stage], execute: Execute, on_done: OnDone | None = None) -> dict[str, Any]:
-        order = topological_order(stages)
-        if not order:
+        """``execute`` is not used: every worker runs its own StageRunner of the same grid."""
+        if not stages:
             return {}
-        outputs = Outputs(order)
         context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
         threads = worker_threads(self.jobs * len(self.devices))
         pools = [ProcessPoolExecutor(self.jobs, context, initializer=_start_worker,
                                      initargs=(self.grid, replace(self.opts, device=device), threads))
                  for device in self.devices]
-        running: dict[Future, Stage] = {}
-        load = [0] * len(pools)
-        waiting = list(order)
-        done: set[str] = set()
         try:
-            with grid_progress(order) as bar:
-                while waiting or running:
-                    for stage in [s for s in waiting if all(d in done for d in s.deps)]:
-                        waiting.remove(stage)
-                        slot = load.index(min(load))  # the least busy device
-                        future = pools[slot].submit(_run_in_worker, stage, outputs.inputs(stage))
-                        running[future] = stage
-                        load[slot] += 1
-                        future.slot = slot  # type: ignore[attr-defined]
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        stage = running.pop(future)
-                        load[future.slot] -= 1  # type: ignore[attr-defined]
-                        result = future.result()  # a failed stage stops the run (finally: workers too)
-                        log.info("stage %s", stage.label)
-                        outputs.finished(stage, result)
-                        done.add(stage.key)
-                        if on_done is not None:
-                            on_done(stage, result)
-                        bar.set_postfix_str(stage.label, refresh=False)
-                        bar.update()
-        except BaseException:
+            sinks = run_dispatched(stages, _Pools(pools), on_done)
+        except BaseException:  # Ctrl-C, or a stage failed: stop every worker now
             _stop(pools)
             raise
         for pool in pools:
             pool.shutdown()
-        return outputs.sinks
+        return sinks
+
+
+class _Pools:
+    """Dispatches each stage to the least busy device's pool."""
+
+    def __init__(self, pools: list[ProcessPoolExecutor]) -> None:
+        self.pools, self.load, self.slot = pools, [0] * len(pools), {}
+
+    def submit(self, stage: Stage, inputs: dict[str, Any]) -> Future:
+        slot = self.load.index(min(self.load))
+        future = self.pools[slot].submit(_run_in_worker, stage, inputs)
+        self.load[slot] += 1
+        self.slot[future] = slot
+        return future
+
+    def wait(self, handles: list[Future]) -> list[tuple[Future, Any]]:
+        finished, _ = wait(handles, return_when=FIRST_COMPLETED)
+        for future in finished:
+            self.load[self.slot.pop(future)] -= 1
+        return [(future, future.result()) for future in finished]
 
 
 def _stop(pools: list[ProcessPoolExecutor]) -> None:

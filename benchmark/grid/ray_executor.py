@@ -18,9 +18,10 @@ import os
 from dataclasses import replace
 from typing import Any
 
+from ebyd_bench.benchmark.cache import stable_hash
 from ebyd_bench.benchmark.errors import BenchmarkError
 from ebyd_bench.benchmark.grid.config import Grid
-from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Outputs, Stage, grid_progress, topological_order
+from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Stage, run_dispatched
 from ebyd_bench.benchmark.grid.pool import worker_threads
 from ebyd_bench.benchmark.grid.runner import Artifacts, RunOptions, StageRunner
 
@@ -35,7 +36,7 @@ def _run_stage(grid: Grid, opts: RunOptions, threads: int, stage: Stage, inputs:
 
     os.environ["EBYD_PROGRESS"] = "0"
     torch.set_num_threads(threads)
-    ident = f"{grid.name}:{id(grid)}:{opts}"
+    ident = f"{stable_hash(grid.to_raw())}:{opts}"  # each task gets a fresh copy of the grid: compare by content
     if ident not in _runners:
         _runners.clear()  # one grid at a time per worker
         _runners[ident] = StageRunner(grid, opts)
@@ -55,8 +56,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise BenchmarkError("--executor ray needs Ray: pip install 'ebyd-bench[ray]'") from None
-        order = topological_order(stages)
-        if not order:
+        if not stages:
             return {}
         started_here = not ray.is_initialized()
         if started_here:
@@ -66,31 +66,31 @@ class RayExecutor:
         # Ray picks the GPU and sets CUDA_VISIBLE_DEVICES: the task sees its GPU as cuda:0
         opts = replace(self.opts, device="cuda:0") if gpu else self.opts
         task = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 / self.jobs if gpu else 0)(_run_stage)
-        grid_ref = ray.put(self.grid)
-        threads = worker_threads(self.jobs)
-        outputs, done, waiting, running = Outputs(order), set(), list(order), {}
+        dispatcher = _RayTasks(ray, task, ray.put(self.grid), opts, worker_threads(self.jobs))
         try:
-            with grid_progress(order) as bar:
-                while waiting or running:
-                    for stage in [s for s in waiting if all(d in done for d in s.deps)]:
-                        waiting.remove(stage)
-                        running[task.remote(grid_ref, opts, threads, stage, outputs.inputs(stage))] = stage
-                    finished, _ = ray.wait(list(running), num_returns=1)
-                    for ref in finished:
-                        stage = running.pop(ref)
-                        result = ray.get(ref)
-                        log.info("stage %s", stage.label)
-                        outputs.finished(stage, result)
-                        done.add(stage.key)
-                        if on_done is not None:
-                            on_done(stage, result)
-                        bar.set_postfix_str(stage.label, refresh=False)
-                        bar.update()
+            return run_dispatched(stages, dispatcher, on_done)
         except BaseException:
-            for ref in running:
+            for ref in dispatcher.running:
                 ray.cancel(ref, force=True)
             raise
         finally:
             if started_here:
                 ray.shutdown()
-        return outputs.sinks
+
+
+class _RayTasks:
+    """Dispatches each stage as a Ray task."""
+
+    def __init__(self, ray: Any, task: Any, grid_ref: Any, opts: RunOptions, threads: int) -> None:
+        self.ray, self.task, self.grid_ref, self.opts, self.threads = ray, task, grid_ref, opts, threads
+        self.running: set[Any] = set()
+
+    def submit(self, stage: Stage, inputs: dict[str, Any]) -> Any:
+        ref = self.task.remote(self.grid_ref, self.opts, self.threads, stage, inputs)
+        self.running.add(ref)
+        return ref
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, Any]]:
+        finished, _ = self.ray.wait(handles, num_returns=1)
+        self.running.difference_update(finished)
+        return [(ref, self.ray.get(ref)) for ref in finished]

@@ -20,8 +20,10 @@ def test_valid_config_parses_specs():
     ({**BASE, "attacks": ["badnet"]}, "did you mean 'badnets'"),
     ({**BASE, "defenses": ["rpp"]}, "unknown defenses 'rpp'"),
     ({**BASE, "exposures": ["cull"]}, "unknown exposures 'cull'"),
-    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 1.5}]}, "poison_rate must be in (0, 1]"),
-    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 0}]}, "poison_rate must be in (0, 1]"),
+    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 1.5}]},
+     "parameter 'poison_rate': Input should be less than or equal to 1"),
+    ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 0}]},
+     "parameter 'poison_rate': Input should be greater than 0"),
     ({**BASE, "attacks": [{"name": "blend", "alpah": 0.2}]}, "unknown parameter(s) ['alpah']"),
     ({**BASE, "attacks": [{"name": "blend", "alpha": "high"}]}, "parameter 'alpha'"),
     ({**BASE, "seeds": "zero"}, "seeds"),
@@ -47,7 +49,8 @@ def test_valid_config_parses_specs():
     ({**BASE, "defenses": [{"name": "ft", "weight_decay": -1e-4}]}, "defense 'ft': parameter 'weight_decay'"),
     ({**BASE, "exposures": [{"name": "cul", "lr": 0}]}, "exposure 'cul': parameter 'lr'"),
     ({**BASE, "attacks": [{"name": "adv", "pgd_steps": 0}]}, "attack 'adv': parameter 'pgd_steps'"),
-    ({**BASE, "defenses": [{"name": "rp", "selection": "fraction", "fraction": 1.5}]}, "needs 0 < fraction < 1"),
+    ({**BASE, "defenses": [{"name": "rp", "selection": "fraction", "fraction": 1.5}]},
+     "parameter 'fraction': Input should be less than or equal to 1"),
 ])
 def test_invalid_configs_name_the_problem(raw, needle):
     with pytest.raises(ConfigError) as exc:

@@ -1,8 +1,9 @@
 """I-BAU and NAD as their original code runs them (issue 19; docs/methods.md §7.3-3, §7.3-5).
 
 Pinned here: I-BAU's universal perturbation is scaled onto its L2 ball before any unlearning step sees
-it (the unbounded δ reached norms of 39–714 and collapsed every model to one class); I-BAU keeps a
-trained model's accuracy on ``D_d``; NAD distils the layer2/3/4 attention maps with the β of
+it (the unbounded δ reached norms of 39–714 and collapsed every model to one class); with its
+ResNet learning rate I-BAU keeps a trained model's accuracy on ``D_d`` (the original's 1e-3 does not);
+NAD distils the layer2/3/4 attention maps with the β of
 ``bboylyg/NAD`` (500, 1000, 1000); both are deterministic under a seed. Tiny models only.
 """
 
@@ -14,7 +15,7 @@ from ebyd_bench.benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlear
 from ebyd_bench.benchmark.defenses.nad import NeuralAttentionDistillation as NAD
 from ebyd_bench.benchmark.methods import DefenseData, MethodContext
 from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
-from ebyd_bench.benchmark.training import TrainRecipe, predict, train_classifier
+from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
 
 K = 10
 
@@ -24,23 +25,18 @@ def tiny_factory(**kw):
 
 
 @pytest.fixture(scope="module")
-def spread(cifar) -> np.ndarray:
-    return np.random.default_rng(1).permutation(len(cifar.train))
+def ctx(cifar):
+    """96 training images with their labels as D_d."""
+    idx = np.random.default_rng(1).permutation(len(cifar.train))[:96]
+    return MethodContext(DefenseData(cifar.train.images[idx], cifar.train.labels[idx], K), seed=0,
+                         model_factory=tiny_factory)
 
 
 @pytest.fixture(scope="module")
-def trained(cifar, spread):
-    """A width-8 narrow ResNet-18 trained 3 epochs on 1,024 images."""
-    recipe = TrainRecipe(name="tiny", epochs=3, batch_size=64, schedule="onecycle")
-    idx = spread[2000:3024]
-    return train_classifier(tiny_factory(), cifar.train.images[idx], cifar.train.labels[idx], recipe, 0)
-
-
-@pytest.fixture(scope="module")
-def own_ctx(cifar, spread, trained):
-    """96 images labelled with the model's own predictions: D_d accuracy starts at 1."""
-    images = cifar.train.images[spread[:96]]
-    return MethodContext(DefenseData(images, predict(trained, images), K), seed=0, model_factory=tiny_factory)
+def trained(ctx):
+    """A width-8 narrow ResNet-18 trained 20 epochs on D_d itself (about half of it right)."""
+    recipe = TrainRecipe(name="tiny", epochs=20, batch_size=32, schedule="onecycle")
+    return train_classifier(tiny_factory(), ctx.data.images, ctx.data.labels, recipe, 0)
 
 
 def _state(model):
@@ -63,11 +59,15 @@ def test_ibau_projection_scales_onto_the_l2_ball_and_keeps_the_direction():
         IBAU(delta_bound=-1.0)
 
 
-def test_ibau_default_bound_is_the_original_notebooks_radius_10_in_pixel_space():
-    assert IBAU().delta_bound == 10.0 and IBAU.version != "1"
+def test_ibau_defaults_bound_the_perturbation_and_use_the_resnet_learning_rate():
+    ibau = IBAU()
+    assert ibau.delta_bound == 10.0  # the I-BAU notebook's L2 radius, [0, 1] pixel space
+    assert ibau.lr == 1e-4  # BackdoorBench's Adam lr for ResNet-18 (the original's 1e-3 is for a small VGG)
+    assert (ibau.rounds, ibau.fixed_point_iters, ibau.batch_size, ibau.outer_portion) == (5, 5, 100, 0.01)
+    assert IBAU.version != "1"
 
 
-def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, own_ctx, monkeypatch):
+def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, ctx, monkeypatch):
     """With a step size that throws the fitted δ far outside the ball, every δ handed to the
     hypergradient is on (or inside) the ball, and the record says how far the fit went."""
     seen = []
@@ -79,23 +79,29 @@ def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, o
 
     monkeypatch.setattr(IBAU, "hypergradient", spy)
     bound = 2.0
-    out = IBAU(rounds=2, batch_size=32, delta_lr=1000.0, delta_bound=bound).defend(trained, None, own_ctx)
+    out = IBAU(rounds=2, batch_size=32, delta_lr=1000.0, delta_bound=bound).defend(trained, None, ctx)
     assert len(seen) == 2 * 3 and max(seen) <= bound * (1 + 1e-5)
     assert all(n <= bound * (1 + 1e-5) for n in out.fields["ibau_delta_norms"])
     assert max(out.fields["ibau_delta_norms_fitted"]) > bound  # the projection was needed
 
 
-def test_ibau_keeps_accuracy_on_defense_data_of_a_trained_model(trained, own_ctx):
-    assert own_ctx.clean_accuracy(trained) == 1.0
-    out = IBAU(rounds=3, batch_size=32).defend(trained, None, own_ctx)
-    assert own_ctx.clean_accuracy(out.model) >= 0.9
+def test_ibau_keeps_accuracy_on_defense_data_of_a_trained_model(trained, ctx):
+    """The defaults leave D_d accuracy within a few points; the original's Adam lr 1e-3 (meant for a
+    small VGG) does not on a ResNet, with or without the bound."""
+    start = ctx.clean_accuracy(trained)
+    assert start >= 0.3
+    out = IBAU(rounds=2, batch_size=32).defend(trained, None, ctx)
+    assert abs(ctx.clean_accuracy(out.model) - start) <= 0.05
+    assert out.fields["ibau_dd_acc"][-1] == ctx.clean_accuracy(out.model)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
                                                     out.model.state_dict().values()))
+    fast = IBAU(rounds=2, batch_size=32, lr=1e-3).defend(trained, None, ctx)
+    assert ctx.clean_accuracy(fast.model) <= start - 0.1
 
 
-def test_ibau_is_deterministic_under_a_seed_and_leaves_its_input_alone(trained, own_ctx):
+def test_ibau_is_deterministic_under_a_seed_and_leaves_its_input_alone(trained, ctx):
     before = _state(trained)
-    runs = [IBAU(rounds=1, batch_size=32).defend(trained, None, own_ctx) for _ in range(2)]
+    runs = [IBAU(rounds=1, batch_size=32).defend(trained, None, ctx) for _ in range(2)]
     assert runs[0].fields == runs[1].fields
     assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
@@ -130,7 +136,7 @@ def test_nad_loss_weights_each_layers_attention_term_by_its_beta():
     assert float(nad.distillation_loss(scaled, teacher)) == pytest.approx(expected, rel=1e-4)
 
 
-def test_nad_distils_exactly_the_configured_layers(trained, own_ctx, monkeypatch):
+def test_nad_distils_exactly_the_configured_layers(trained, ctx, monkeypatch):
     seen = []
     original = NAD.attention_loss
 
@@ -139,7 +145,7 @@ def test_nad_distils_exactly_the_configured_layers(trained, own_ctx, monkeypatch
         return original(self, s, t)
 
     monkeypatch.setattr(NAD, "attention_loss", spy)
-    out = NAD(teacher_epochs=1, epochs=1, batch_size=48).defend(trained, None, own_ctx)
+    out = NAD(teacher_epochs=1, epochs=1, batch_size=48).defend(trained, None, ctx)
     steps = 2  # 96 images, batch 48
     # width 8: layer2 = 16 channels at 16×16, layer3 = 32 at 8×8, layer4 = 64 at 4×4
     assert seen == [(16, 16, 16), (32, 8, 8), (64, 4, 4)] * steps
@@ -147,7 +153,7 @@ def test_nad_distils_exactly_the_configured_layers(trained, own_ctx, monkeypatch
     assert out.fields["nad_layers"] == ["layer2", "layer3", "layer4"]
 
 
-def test_nad_is_deterministic_under_a_seed(trained, own_ctx):
-    runs = [NAD(teacher_epochs=1, epochs=1).defend(trained, None, own_ctx) for _ in range(2)]
+def test_nad_is_deterministic_under_a_seed(trained, ctx):
+    runs = [NAD(teacher_epochs=1, epochs=1).defend(trained, None, ctx) for _ in range(2)]
     assert runs[0].fields == runs[1].fields
     assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
