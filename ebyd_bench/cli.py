@@ -1,14 +1,16 @@
 """``ebyd-bench`` command line.
 
-    ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda] [--shard I/N]
-                   [--set KEY=VALUE ...] [--dry-run]
+    ebyd-bench run CONFIG --out DIR [--data-root PATH] [--cache-dir PATH] [--device cpu|cuda[:N][,cuda:M...]]
+                   [--jobs N] [--executor local|ray] [--shard I/N] [--set KEY=VALUE ...] [--dry-run]
     ebyd-bench ls attacks|exposures|defenses|models|datasets [NAME]
+    ebyd-bench bench [--device D] [--model M] [--config CONFIG --jobs N] [--records DIR] [--out DIR]
     ebyd-bench gallery --out DIR [--config CONFIG] [--data-root PATH]
     ebyd-bench report DIR [DIR ...] [--out DIR] [--no-figures]
     ebyd-bench tables DIR [DIR ...] --out DIR
     ebyd-bench figures DIR [DIR ...] --out DIR
     ebyd-bench compare BASELINE CURRENT [--tolerance ca=0.01,asr=0.02] [--time-tolerance 0.5]
     ebyd-bench cache ls|verify|rm [KEY_PREFIX ...] [--cache-dir PATH] [--kind KIND]
+    ebyd-bench cache export KEY_PREFIX... --out FILE | cache import FILE  [--cache-dir PATH]
 
 User errors (bad config, unknown name, missing data, corrupted cache) print one line starting
 with ``error:`` and exit with code 2; nothing is written before the config has been validated.

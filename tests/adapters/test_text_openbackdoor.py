@@ -349,6 +349,7 @@ def test_tiny_text_grid_through_openbackdoor(real_ob, text_root, tmp_path, monke
     from ebyd_bench.benchmark.grid.runner import RunOptions, StageRunner, plan
     from ebyd_bench.results.store import read_records
 
+    text_root = text_root.resolve()  # before leaving the CWD it may be relative to
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
