@@ -50,6 +50,7 @@ import torch
 
 from ebyd_bench.benchmark.errors import BenchmarkError
 from ebyd_bench.benchmark.registries import TEXT_BACKENDS
+from ebyd_bench.benchmark.text.training import attack_training_attention
 
 if TYPE_CHECKING:  # pragma: no cover
     from ebyd_bench.attacks_registry.text.base import PoisonedTextSet, TextAttack, TextAttackContext
@@ -70,6 +71,12 @@ REFUSED = {"syntactic": (
     "root (docs/methods.md §4.3)")}
 
 LOG = "openbackdoor.log"
+
+#: dev sentences handed to OpenBackdoor's trainers (used for logging only)
+DEV_ROWS = 256
+
+#: attacks trained under the math attention kernel, as their native versions (RIPPLe's double backward)
+MATH_ATTENTION = ("ripple", "sos", "lwp")
 
 
 class OpenBackdoorMissing(BenchmarkError):
@@ -197,6 +204,8 @@ def _rows(texts: Sequence[str], labels: np.ndarray) -> list[tuple[str, int, int]
 def execute(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """What the child runs (in ``workdir``): one poisoner call or one attack, seeded."""
     module = import_openbackdoor()
+    if request.get("threads"):
+        torch.set_num_threads(int(request["threads"]))
     random.seed(request["seed"])
     np.random.seed(request["seed"] % 2**32)
     torch.manual_seed(request["seed"])
@@ -207,7 +216,8 @@ def execute(request: dict[str, Any], workdir: Path) -> dict[str, Any]:
     if request["op"] == "attack":
         victim = importlib.import_module(f"{module.__name__}.victims").load_victim(request["victim"])
         attacker = importlib.import_module(f"{module.__name__}.attackers").load_attacker(request["config"])
-        victim = attacker.attack(victim, request["data"])
+        with attack_training_attention() if request.get("math_attention") else contextlib.nullcontext():
+            victim = attacker.attack(victim, request["data"])
         return {"state": {k: v.detach().cpu() for k, v in victim.plm.state_dict().items()}}
     raise ValueError(f"unknown request {request['op']!r}")
 
@@ -280,12 +290,12 @@ _WORKERS: dict[str | None, Worker] = {}
 
 def call(request: dict[str, Any], device: str | None = None) -> dict[str, Any]:
     """Run :func:`execute` in this process's OpenBackdoor subprocess (one per device)."""
-    if device is None and _WORKERS:  # poisoning runs on any live worker
-        device = next(iter(_WORKERS))
+    if not (device or "").startswith("cuda:"):  # one worker for cpu / cuda / poisoning-only calls
+        device = None
     worker = _WORKERS.get(device)
     if worker is None or worker.proc.poll() is not None:
         worker = _WORKERS[device] = Worker(device)
-    return worker.request(request)
+    return worker.request(dict(request, threads=torch.get_num_threads()))
 
 
 def shutdown() -> None:
@@ -381,9 +391,13 @@ def train(attack: TextAttack, model: torch.nn.Module, poisoned: PoisonedTextSet,
         victim = {"type": "plm", "model": model.hf.config.model_type, "path": tmp, "num_classes": ctx.num_classes,
                   "device": "gpu" if ctx.device.startswith("cuda") else "cpu", "max_len": model.max_length}
         # no "test" split: OpenBackdoor builds a shuffled DataLoader over every split it is given
-        data = {"train": _rows(ctx.train_texts, ctx.train_labels), "dev": _rows(ctx.dev_texts, ctx.dev_labels)}
+        # OB scores dev after every epoch for its log only (ckpt: last): a bounded slice keeps that cheap
+        # without changing the weights (each shuffled DataLoader takes one torch draw whatever its size)
+        data = {"train": _rows(ctx.train_texts, ctx.train_labels),
+                "dev": _rows(ctx.dev_texts[:DEV_ROWS], ctx.dev_labels[:DEV_ROWS])}
         state = call({"op": "attack", "config": attacker_config(attack, ctx, "checkpoints"), "victim": victim,
-                      "data": data, "seed": seed}, device=ctx.device)["state"]
+                      "data": data, "seed": seed, "math_attention": attack.name in MATH_ATTENTION},
+                     device=ctx.device)["state"]
     model.hf.load_state_dict(state)
     return model.to(ctx.device).eval()
 

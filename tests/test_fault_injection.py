@@ -36,7 +36,7 @@ VOLATILE = {"timings", "provenance", "train_cached", "hardware"}
 #: what the cache copy lacks, tear the store's last line after the kill)
 MOMENTS = [
     ("start-up (imports, data loading)", None, (0.5, 4.0), (), False),
-    ("training badnets", "stage train badnets", (0.3, 2.5), ("badnets", "blend"), False),
+    ("training badnets", "stage train badnets", (0.3, 2.5), ("badnets",), False),
     ("training blend", "stage train blend", (0.1, 0.8), ("blend",), False),
     ("exposure of badnets (CUL)", "stage expose badnets", (0.1, 0.8), ("badnets-exposure",), False),
     ("exposure of blend (CUL)", "stage expose blend", (0.1, 0.7), ("blend-exposure",), False),
@@ -48,9 +48,9 @@ MOMENTS = [
 ]
 #: the same with --jobs 2 (the driver logs a stage when it finishes; the whole process group is killed)
 POOL_MOMENTS = [
-    ("--jobs 2: workers starting", "cells to run", (0.5, 3.0), ("badnets", "blend"), False),
-    ("--jobs 2: after the first training", "stage train badnets", (0.0, 1.0), ("badnets", "blend"), False),
-    ("--jobs 2: defenses running", "cell badnets × cul × none:", (0.0, 1.0), (), False),
+    ("--jobs 2: workers starting", "cells to run", (0.5, 3.0), ("blend",), False),
+    ("--jobs 2: after the first training", "stage train badnets", (0.0, 1.0), ("badnets",), False),
+    ("--jobs 2: defenses running", "stage badnets × cul × none", (0.0, 1.0), (), False),
 ]
 
 _SUMMARY: list[dict] = []

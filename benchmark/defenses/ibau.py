@@ -60,10 +60,8 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
     inner_lr: PositiveFloat = 0.1
     delta_lr: PositiveFloat = 10.0
     delta_reg: float = 0.001
-    #: L2 radius of δ in [0, 1] pixel space (3×32×32 values); None: unbounded, as ``defense.py`` runs
-    delta_bound: PositiveFloat | None = 10.0
-    #: Adam lr of θ: BackdoorBench's value for (PreAct-)ResNet-18; the original's 1e-3 is for a 0.3M-weight VGG
-    lr: PositiveFloat = 1e-4
+    delta_bound: PositiveFloat | None = 10.0  # L2 radius of δ in [0, 1] pixels; None: unbounded (defense.py)
+    lr: PositiveFloat = 1e-4  # Adam, θ: BackdoorBench's for ResNet-18 (the original's 1e-3 is for a small VGG)
     batch_size: Count = 100
     outer_portion: float = 0.01
 

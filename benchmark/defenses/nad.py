@@ -1,12 +1,17 @@
-"""NAD — Neural Attention Distillation (Li et al. 2021; docs/methods.md §7.3-3, the EBYD copy).
+"""NAD — Neural Attention Distillation (Li et al. 2021; docs/methods.md §7.3-3).
 
-1. Teacher: θ fine-tuned on augmented ``D_d`` for ``teacher_epochs`` (11, "epochs 0..10").
+1. Teacher: θ fine-tuned on augmented ``D_d`` for ``teacher_epochs`` (11, "epochs 0..10", EBYD's copy).
 2. Student: θ trained ``epochs`` (11) on augmented ``D_d`` with CE + Σ_l β_l·AT_l, where for the
    outputs of layer2, layer3 and layer4 (the ``stage_outputs``) A(f) = channel-mean of |f|^p (p = 2),
    flattened and L2-normalised over space (ε 1e-5), and AT = mean squared difference between the
    student's and the (eval-mode, frozen) teacher's A.
-Both use SGD lr 0.01 (constant), momentum 0.9, wd 1e-4, nesterov, batch 64. β = 5000 for every
-layer, fixed in advance (§9 row 32); the paper's test-tuned β sweep is an oracle, not implemented.
+Both use SGD lr 0.01 (constant, as EBYD's copy), momentum 0.9, wd 1e-4, nesterov, batch 64.
+β = (500, 1000, 1000) for (layer2, layer3, layer4): the default of ``bboylyg/NAD``'s ``config.py``
+(beta1..beta3 for its three residual groups) and of BackdoorBench, fixed in advance (§9 row 32).
+EBYD's copy uses 5000 on each layer, which on ResNet-18's 4×4 layer4 map destroys clean accuracy
+(version 1: −23 CA points at CPU scale, 33–49 % CA on the H200 victims). NAD's own student schedule
+(lr 0.1 for two epochs) is not used: on 500 images it costs more than any β. The paper's test-tuned
+β sweep is an oracle, not implemented.
 """
 
 from __future__ import annotations

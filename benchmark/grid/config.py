@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +157,8 @@ class ResolvedMethod:
         return self.spec.shown
 
     def fresh(self) -> Any:
-        """A new instance with the same parameters (runs the same checks again)."""
-        return type(self.method)(**self.method.params())
+        """A new instance with the same constructor arguments (runs the same checks again)."""
+        return dataclasses.replace(self.method)
 
 
 @dataclass(frozen=True)

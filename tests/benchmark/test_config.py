@@ -4,6 +4,7 @@ import pytest
 
 from ebyd_bench.benchmark.grid.config import apply_overrides, load_config, load_configs, validate_config
 from ebyd_bench.benchmark.errors import ConfigError
+from ebyd_bench.benchmark.specs import MethodSpec
 
 BASE = {"attacks": ["badnets"], "exposures": ["cul"], "defenses": ["none", "rp"]}
 
@@ -153,3 +154,23 @@ def test_recipes_built_in_python_get_the_same_range_checks():
         TrainRecipe(batch_size=0)
     with pytest.raises(ValueError, match="parameter 'epochs'"):
         TextRecipe(epochs=0)
+
+
+@pytest.mark.parametrize("kind", ["attacks", "exposures", "defenses"])
+def test_every_registered_method_can_be_built_again_for_a_stage(kind, tmp_path):
+    """Stages work on fresh copies of the grid's methods; a method whose ``params()`` holds more than its
+    constructor takes (Trojan's and Smooth's trigger digests) must still copy."""
+    from ebyd_bench.benchmark.grid.config import ResolvedMethod
+    from ebyd_bench.benchmark.registries import ALL
+
+    registry = ALL[kind]
+    for name in registry.names():
+        if name == "none" and kind == "exposures":
+            continue
+        cls = registry.get(name)
+        try:
+            method = cls()
+        except (ValueError, TypeError):  # needs a file or a package this machine lacks (smooth, OpenBackdoor)
+            continue
+        copy = ResolvedMethod(MethodSpec(name=name), method, kind[:-1]).fresh()
+        assert type(copy) is cls and copy is not method and copy.params() == method.params()
