@@ -320,7 +320,8 @@ def serve(read_fd: int, write_fd: int, threads: int) -> int:
         for n in itertools.count():
             try:
                 request = pickle.load(reader)
-            except EOFError:
+            except EOFError:  # the harness closed the pipe, or died: leave nothing behind
+                shutil.rmtree(home, ignore_errors=True)
                 return 0
             work = home / f"request-{n}"
             work.mkdir()

@@ -35,8 +35,8 @@ VOLATILE = {"timings", "provenance", "train_cached", "hardware"}
 #: badnets, its two cells, then the same for blend): (name, run.log line to wait for, seconds after it,
 #: what the cache copy lacks, tear the store's last line after the kill)
 MOMENTS = [
-    ("start-up (imports, data loading)", None, (0.5, 4.0), (), False),
-    ("training badnets", "stage train badnets", (0.3, 2.5), ("badnets",), False),
+    ("start-up (imports, data loading)", None, (0.3, 1.5), (), False),
+    ("training badnets", "stage train badnets", (0.1, 0.9), ("badnets",), False),
     ("training blend", "stage train blend", (0.1, 0.8), ("blend",), False),
     ("exposure of badnets (CUL)", "stage expose badnets", (0.1, 0.8), ("badnets-exposure",), False),
     ("exposure of blend (CUL)", "stage expose blend", (0.1, 0.7), ("blend-exposure",), False),
@@ -334,7 +334,8 @@ def render(summary: dict) -> str:
         for c in cases:
             detail = ""
             if "last_log_line" in c:
-                detail = f" (killed {c['delay']} s after its mark, at “{c['last_log_line']}”)"
+                doing = c["last_log_line"].split(": {")[0]
+                detail = f" — killed {c['delay']} s after its mark; run.log's last line: “{doing}”"
             lines.append(f"| {c['case']}{detail} | 1 | {'yes' if c['held'] else 'NO'} |")
     return "\n".join(lines)
 
