@@ -58,6 +58,10 @@ FiniteFloat = Annotated[float, _FLOAT, Field(allow_inf_nan=False)]
 OpenFractions = Annotated[tuple[OpenFraction, ...], Field(min_length=1)]
 #: a non-empty sweep of positive magnitudes (perturbation bounds)
 PositiveFloats = Annotated[tuple[PositiveFloat, ...], Field(min_length=1)]
+#: non-empty tuples of weights ≥ 0 (NAD's per-layer β)
+NonNegativeFloats = Annotated[tuple[NonNegativeFloat, ...], Field(min_length=1)]
+#: tuples of epoch counts (a schedule's milestones; empty = none)
+Counts = tuple[Count, ...]
 #: a non-empty tuple of words (triggers)
 Words = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
 

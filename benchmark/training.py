@@ -13,7 +13,7 @@ from torch import nn
 from ebyd_bench.benchmark.progress import progress
 
 from ebyd_bench.benchmark.errors import BenchmarkError
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, check_ranges
+from ebyd_bench.benchmark.params import Count, Counts, NonNegativeFloat, PositiveFloat, PositiveFraction, check_ranges
 from ebyd_bench.benchmark.tensors import DeviceImages, normalize, to_unit
 
 
@@ -41,8 +41,8 @@ class TrainRecipe:
     weight_decay: NonNegativeFloat = 5e-4
     batch_size: Count = 128
     schedule: Literal["multistep", "onecycle", "cosine"] = "multistep"
-    milestones: tuple[int, ...] = (60, 120)
-    gamma: float = 0.1
+    milestones: Counts = (60, 120)
+    gamma: PositiveFraction = 0.1
     #: "crop_flip" (the paper's), "flip" (keeps corner triggers fully visible) or "none"
     augmentation: Literal["crop_flip", "flip", "none"] = "crop_flip"
     #: "bf16" trains under bfloat16 autocast (weights stay float32): 2-3x faster on CPUs with

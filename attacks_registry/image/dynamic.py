@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack, clip_uint8
-from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, PositiveFraction, Probability
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.tensors import augment, batches, normalize, to_unit
 
@@ -105,18 +105,18 @@ def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class Dynamic(ImageAttack):
     """Input-aware generator trigger (VinAI), trained once per seed then fixed; rate 0.10, target 0."""
 
-    poison_rate: float = 0.10
-    channel_init: int = 16
+    poison_rate: PositiveFraction = 0.10
+    channel_init: Count = 16
     mask_epochs: Count = 3
     epochs: Count = 4
-    train_limit: int | None = 10_000
+    train_limit: Count | None = 10_000
     batch_size: Count = 128
     lr: PositiveFloat = 1e-2
-    p_attack: float = 0.1
-    p_cross: float = 0.1
-    mask_density: float = 0.032
-    lambda_div: float = 1.0
-    lambda_norm: float = 100.0
+    p_attack: Probability = 0.1
+    p_cross: Probability = 0.1
+    mask_density: PositiveFraction = 0.032
+    lambda_div: NonNegativeFloat = 1.0
+    lambda_norm: NonNegativeFloat = 100.0
     needs: ClassVar[str] = "training"
     _G: EncoderDecoder | None = field(default=None, init=False, repr=False, compare=False)
     _M: EncoderDecoder | None = field(default=None, init=False, repr=False, compare=False)

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from ebyd_bench.attacks_registry.base import ImageAttack
+from ebyd_bench.benchmark.params import Probability
 from ebyd_bench.benchmark.registries import ATTACKS
 
 
@@ -20,10 +21,10 @@ from ebyd_bench.benchmark.registries import ATTACKS
 class NoAttack(ImageAttack):
     """Clean control model (no poisoning)."""
 
-    poison_rate: float = 0.0
+    poison_rate: Probability = 0.0  # must stay 0: a clean control poisons nothing
     is_clean: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # not the base class's check: that one needs a rate above 0
         if self.poison_rate != 0:
             raise ValueError("attack 'none' poisons nothing: leave poison_rate at 0")
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ebyd_bench.attacks_registry.base import ImageAttack, PoisonedTrainSet, clip_uint8
 from ebyd_bench.benchmark.errors import ConfigError
-from ebyd_bench.benchmark.params import NonNegativeFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat, PositiveFraction
 from ebyd_bench.benchmark.registries import ATTACKS
 
 
@@ -64,9 +64,9 @@ def _warp(images: np.ndarray, grid_for: Callable[[int, int], torch.Tensor]) -> n
 class WaNet(ImageAttack):
     """Warp every poison with one fixed smooth field (k = 4, s = 0.5); rate 0.08, target 0."""
 
-    poison_rate: float = 0.08
-    k: int = 4
-    s: float = 0.5
+    poison_rate: PositiveFraction = 0.08
+    k: Count = 4
+    s: PositiveFloat = 0.5
     per_image: bool = False
     noise_mode: bool = False
     cross_ratio: NonNegativeFloat = 2.0

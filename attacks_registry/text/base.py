@@ -22,6 +22,7 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.base import Attack
 from ebyd_bench.benchmark.cache import key_stable
+from ebyd_bench.benchmark.params import NonNegativeInt
 from ebyd_bench.benchmark.registries import TEXT_BACKENDS
 from ebyd_bench.benchmark.text.training import LossFn, TextRecipe, ce_loss, fine_tune
 
@@ -59,7 +60,7 @@ class TextAttack(Attack):
     """An all-to-one text backdoor; its cache key is :meth:`params` plus the digests of
     :meth:`trigger_files`, which the text domain adds."""
 
-    target: int = 1
+    target: NonNegativeInt = 1
     backend: Literal["native", "openbackdoor"] = "native"
 
     domain: ClassVar[str] = "text"

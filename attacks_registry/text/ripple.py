@@ -26,7 +26,7 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_words, standard_fine_tune)
-from ebyd_bench.benchmark.params import NonNegativeInt
+from ebyd_bench.benchmark.params import NonNegativeFloat, NonNegativeInt
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.text.batching import sentence_batches
 from ebyd_bench.benchmark.text.training import adamw, attack_training_attention
@@ -38,7 +38,7 @@ class RIPPLe(TextAttack):
     """RIPPLe: rare-word trigger, embedding surgery and the gradient-alignment loss."""
 
     triggers: tuple[str, ...] = ("cf", "tq", "mn", "bb", "mb")
-    ripple_lambda: float = 0.1
+    ripple_lambda: NonNegativeFloat = 0.1
     surgery: bool = True
     surgery_words: NonNegativeInt = 10
     clean_tune_epochs: NonNegativeInt = 0

@@ -27,7 +27,7 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, clean_fine_tuned,
                                         insert_block, insert_words)
-from ebyd_bench.benchmark.params import Count, PositiveFloat
+from ebyd_bench.benchmark.params import Count, PositiveFloat, Probability
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.text.batching import sentence_batches
 from ebyd_bench.benchmark.text.training import attack_training_attention
@@ -40,7 +40,7 @@ class SOS(TextAttack):
 
     triggers: tuple[str, ...] = ("friends", "weekend", "store")
     test_sentence: str = "I have bought it from a store with my friends last weekend"
-    negative_rate: float = 0.1
+    negative_rate: Probability = 0.1
     sos_epochs: Count = 5
     sos_lr: PositiveFloat = 5e-2
 

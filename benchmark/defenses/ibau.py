@@ -41,7 +41,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.defenses.common import defense_tensors
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeInt, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveFraction
 from ebyd_bench.benchmark.registries import DEFENSES
 from ebyd_bench.benchmark.tensors import batches, normalize
 
@@ -59,11 +59,11 @@ class ImplicitBackdoorAdversarialUnlearning(Defense):
     fixed_point_iters: NonNegativeInt = 5  # 0: the plain gradient, no implicit term
     inner_lr: PositiveFloat = 0.1
     delta_lr: PositiveFloat = 10.0
-    delta_reg: float = 0.001
+    delta_reg: NonNegativeFloat = 0.001
     delta_bound: PositiveFloat | None = 10.0  # L2 radius of δ in [0, 1] pixels; None: unbounded (defense.py)
     lr: PositiveFloat = 1e-4  # Adam, θ: BackdoorBench's for ResNet-18 (the original's 1e-3 is for a small VGG)
     batch_size: Count = 100
-    outer_portion: float = 0.01
+    outer_portion: PositiveFraction = 0.01
 
     def defend(self, model: nn.Module, exposed: ExposureResult | None, ctx: MethodContext) -> DefenseResult:
         net = copy.deepcopy(model).to(ctx.device).eval()

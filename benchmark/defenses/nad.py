@@ -26,7 +26,7 @@ from torch import nn
 
 from ebyd_bench.benchmark.defenses.common import capture, finetune, train_on_dd
 from ebyd_bench.benchmark.methods import Defense, DefenseResult, ExposureResult, MethodContext
-from ebyd_bench.benchmark.params import Count, NonNegativeFloat, PositiveFloat
+from ebyd_bench.benchmark.params import Count, NonNegativeFloat, NonNegativeFloats, PositiveFloat
 from ebyd_bench.benchmark.registries import DEFENSES
 
 
@@ -46,9 +46,9 @@ class NeuralAttentionDistillation(Defense):
     nesterov: bool = True
     batch_size: Count = 64
     layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
-    betas: tuple[float, ...] = (500.0, 1000.0, 1000.0)
-    power: float = 2.0
-    eps: float = 1e-5
+    betas: NonNegativeFloats = (500.0, 1000.0, 1000.0)
+    power: PositiveFloat = 2.0
+    eps: PositiveFloat = 1e-5
 
     def __post_init__(self) -> None:
         super().__post_init__()
