@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ebyd_bench.cli import main
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
@@ -26,6 +28,7 @@ def test_bench_measures_both_loops_and_projects_a_grid(tmp_path, data_root, caps
     assert figures["setting"]["batch_size"] == 16 and "hardware" in figures["provenance"]
 
 
+@pytest.mark.e2e  # runs a grid
 def test_bench_reads_stage_times_from_a_run(tiny_grid, capsys):
     from ebyd_bench.benchmark.bench import stage_seconds
     from ebyd_bench.results import load_results

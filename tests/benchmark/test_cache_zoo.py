@@ -105,6 +105,7 @@ def zoo(tmp_path, capsys) -> tuple[Path, dict[str, str]]:
 
 
 # ------------------------------------------------------------------ the end-to-end promise
+@pytest.mark.e2e  # runs a grid
 def test_export_import_then_the_tiny_grid_trains_nothing_and_reproduces_the_metrics(
         tiny_grid, session_cache, seeded_cache, data_root, tmp_path, capsys):
     records = [json.loads(line) for line in (tiny_grid / "results.jsonl").read_text().splitlines()]
@@ -143,6 +144,7 @@ def test_export_import_then_the_tiny_grid_trains_nothing_and_reproduces_the_metr
     assert not empty.exists()
 
 
+@pytest.mark.e2e  # runs a grid
 def test_an_attack_part_travels_with_its_model(run_yaml, seeded_cache, data_root, tmp_path, session_cache, capsys):
     """Adv's surrogate is exported with its model: a run on the importing machine trains neither."""
     grid = ("name: zoo-adv\ndataset: {name: cifar10, train_subset: 300, test_subset: 100, defense_size: 50}\n"

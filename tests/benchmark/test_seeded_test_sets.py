@@ -50,6 +50,7 @@ def test_each_seed_is_scored_on_the_trigger_its_own_seed_draws(domain):
             assert np.array_equal(_triggered(domain, name, seed), fresh.poison_test(x, y)[0])
 
 
+@pytest.mark.e2e  # runs a grid
 def test_a_two_seed_grid_of_blend_and_wanet_evaluates_each_seed_on_its_own_trigger(run_yaml, monkeypatch):
     """Every evaluation the grid makes (the trained model, the undefended and the defended cell) reads the
     triggered images of the seed its stage runs for."""

@@ -8,6 +8,8 @@ import pickle
 import shutil
 from pathlib import Path
 
+import pytest
+
 from ebyd_bench.benchmark.grid.config import load_config
 from ebyd_bench.benchmark.grid.runner import RunOptions, StageRunner, plan
 
@@ -21,6 +23,7 @@ def _execute_elsewhere(payload: bytes) -> str:
     return art.key
 
 
+@pytest.mark.e2e  # runs a grid
 def test_a_stage_runs_in_another_process_and_its_artifact_is_shared(tmp_path, data_root, session_cache, cifar):
     cache = tmp_path / "cache"
     shutil.copytree(session_cache / "datasets", cache / "datasets")  # skip decoding the JPEGs again
