@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 MEASURED = REPO / "results" / "measured"
 STORES = sorted(p.parent for p in MEASURED.rglob("results.jsonl"))
 #: the stores whose grids ran on a text dataset (every other measured store is an image grid)
-TEXT_STORES = {"quick-text-2core-avx2", "ripple-victim-retime-2core-avx2", "text"}
+TEXT_STORES = {"quick-text-2core-avx2", "ripple-victim-retime-2core-avx2", "text", "openbackdoor-text-2core-avx512"}
 
 
 def fields(**over) -> dict:
