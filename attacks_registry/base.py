@@ -57,13 +57,6 @@ class Attack(Method, ABC):
     #: bump when the trigger code changes behaviour: it enters every cache key
     version: ClassVar[str] = "1"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 < self.poison_rate <= 1.0:
-            raise ValueError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
-        if self.target < 0:
-            raise ValueError(f"target must be a class index >= 0, got {self.target}")
-
     def key_params(self) -> dict[str, Any]:
         """:meth:`params` as they enter the cache key (all of them unless a subclass says otherwise)."""
         return self.params()

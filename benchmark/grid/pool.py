@@ -13,7 +13,6 @@ stays, and rerunning the same command resumes.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,8 +22,6 @@ from typing import Any
 from ebyd_bench.benchmark.grid.config import Grid
 from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Stage, run_dispatched
 from ebyd_bench.benchmark.grid.runner import Artifacts, RunOptions, StageRunner
-
-log = logging.getLogger(__name__)
 
 #: estimated GPU memory one stage of the CIFAR ResNet-18 at batch 128 holds (weights, optimiser
 #: state, activations, the uploaded uint8 split), used to pick --jobs on a GPU when it is not given
