@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -25,7 +26,8 @@ from typing import Any, BinaryIO, Callable
 import torch
 from filelock import FileLock
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from ebyd_bench.benchmark.errors import CacheError
 from ebyd_bench.benchmark.io import atomic_write, atomic_write_json, cache_lock
@@ -55,14 +57,10 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot hash a {type(o).__name__} in a cache key")
 
 
-def default_cache_dir() -> Path:
-    """``$EBYD_CACHE_DIR``, else the user's cache folder (``~/.cache/ebyd-bench`` on Linux)."""
-    env = os.environ.get("EBYD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("ebyd-bench"))
+def rm_command(root: Path, keys: list[str], kind: str | None = None) -> str:
+    """The ``ebyd-bench cache rm`` command that removes these entries from the cache at ``root``."""
+    kind_option = f" --kind {kind}" if kind else ""
+    return f"ebyd-bench cache rm {' '.join(keys)}{kind_option} --cache-dir {shlex.quote(str(root))}"
 
 
 @dataclass
@@ -180,10 +178,11 @@ class ArtifactCache:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise CacheError(f"corrupted cache metadata {meta_path}: {exc}; delete it to recompute") from None
+            raise CacheError(f"corrupted cache metadata {meta_path}: {exc}; clear it with "
+                             f"`{rm_command(self.root, [key[:12]], kind)}` and run again to recompute") from None
         if not tensor_path.exists() or file_sha256(tensor_path) != meta.get("tensor_sha256"):
             raise CacheError(f"corrupted cache file {tensor_path}: its checksum does not match {meta_path.name}; "
-                             f"delete both to recompute")
+                             f"clear it with `{rm_command(self.root, [key[:12]], kind)}` and run again to recompute")
         return meta
 
     def load(self, kind: str, key: str) -> Artifact | None:
@@ -201,6 +200,11 @@ class ArtifactCache:
     def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Atomically store tensors, then metadata (with the tensor file's checksum)."""
         tensor_path = self.tensor_path(kind, key)
-        contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write(tensor_path, lambda tmp: save_file(contiguous, str(tmp)))
-        atomic_write_json(self.meta_path(kind, key), {**meta, "key": key, "tensor_sha256": file_sha256(tensor_path)})
+        # serialised in memory and written by Python, so a full disk is an OSError (ENOSPC) like any other write
+        data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        atomic_write(tensor_path, lambda tmp: tmp.write_bytes(data))
+        try:
+            atomic_write_json(self.meta_path(kind, key), {**meta, "key": key, "tensor_sha256": hashlib.sha256(data).hexdigest()})
+        except OSError:  # no metadata, no entry: do not leave the tensors behind either
+            tensor_path.unlink(missing_ok=True)
+            raise

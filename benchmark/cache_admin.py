@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ebyd_bench.benchmark.cache import (DATASETS_DIR, ArtifactCache, checksum_problem, checksum_sidecar,
-                                        default_cache_dir, read_sidecar, stable_hash)
+                                        read_sidecar, rm_command, stable_hash)
 from ebyd_bench.benchmark.errors import BenchmarkError, CacheError
-from ebyd_bench.benchmark.io import atomic_write, cache_lock
+from ebyd_bench.benchmark.io import atomic_write, cache_lock, default_cache_dir
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 #: a decoded dataset's name in ``<root>/datasets/``: ``<dataset>-<16 hex digits>`` (+ .npz, .json)
@@ -417,10 +417,10 @@ def _already_there(cache: ArtifactCache, incoming: _Incoming) -> bool:
     problem = entry.problem()
     if problem:
         raise ValueError(f"the cache's copy is broken ({problem}); remove it first with "
-                         f"`ebyd-bench cache rm {entry.short} --kind {entry.kind}`")
+                         f"`{rm_command(cache.root, [entry.short], entry.kind)}`")
     if entry.meta() != incoming.meta:
         raise ValueError(f"the cache already holds a different {incoming.kind[:-1].replace('_', ' ')} under "
-                         f"this key; remove it first with `ebyd-bench cache rm {entry.short} --kind {entry.kind}`")
+                         f"this key; remove it first with `{rm_command(cache.root, [entry.short], entry.kind)}`")
     return True
 
 
@@ -498,33 +498,6 @@ def _write_tensors(zf: zipfile.ZipFile, incoming: _Incoming, path: Path) -> None
 
 
 # ===================================================================== command line
-def add_command(sub: argparse._SubParsersAction) -> None:
-    cache = sub.add_parser("cache", help="list, verify, remove, export or import cached artifacts "
-                                         "(poisoned models, exposures, ...)")
-    actions = cache.add_subparsers(dest="action", required=True)
-    for name, helptext in (("ls", "list the cached artifacts"),
-                           ("verify", "check every artifact against its recorded checksum (exit 1 if any is broken)"),
-                           ("rm", "remove artifacts by key prefix"),
-                           ("export", "write poisoned models and exposures (with their attack parts) to a zoo archive"),
-                           ("import", "add the entries of a zoo archive to the cache, after checking all of them")):
-        p = actions.add_parser(name, help=helptext)
-        if name == "rm":
-            p.add_argument("keys", nargs="+", help="key prefixes (≥ 6 hex digits), as `cache ls` prints them")
-        if name == "export":
-            p.add_argument("keys", nargs="*", help="key prefixes (≥ 6 hex digits) of models, exposures or attack "
-                                                   "parts; an exposure brings its model, a model its attack parts")
-            p.add_argument("--all", action="store_true", help="every model, exposure and attack part in the cache")
-            p.add_argument("--out", type=Path, required=True, help="the archive to write (a .zip)")
-        if name == "import":
-            p.add_argument("archive", type=Path, help="a zoo archive written by `ebyd-bench cache export`")
-        p.add_argument("--cache-dir", type=Path, default=None,
-                       help="the cache (default: $EBYD_CACHE_DIR or the user cache folder)")
-        if name != "import":
-            p.add_argument("--kind", default=None,
-                           help="only this kind: models, exposures, attack_parts, datasets, ...")
-    cache.set_defaults(handler=cmd_cache)
-
-
 def cmd_cache(args: argparse.Namespace) -> int:
     cache = ArtifactCache(args.cache_dir or default_cache_dir())
     if args.action == "rm":
@@ -552,7 +525,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for entry, problem in broken:
         print(f"{entry.kind}/{entry.short}  {problem}")
     print(f"{len(found) - len(broken)} of {len(found)} artifacts in {cache.root} verified"
-          + (f"; remove the broken ones with: ebyd-bench cache rm {' '.join(e.short for e, _ in broken)}"
+          + (f"; remove the broken ones with: {rm_command(cache.root, [e.short for e, _ in broken])}"
              if broken else ""))
     return 1 if broken else 0
 

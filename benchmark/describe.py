@@ -11,7 +11,7 @@ import typing
 from typing import Any
 
 from ebyd_bench.benchmark.registry import Registry
-from ebyd_bench.benchmark.specs import settable_parameters
+from ebyd_bench.benchmark.catalog import settable_parameters
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$")

@@ -12,10 +12,12 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @contextmanager
@@ -29,6 +31,10 @@ def _temp_sibling(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # name the file a failed write was for (a write error names none)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -49,6 +55,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    import numpy as np  # not at the top: the CLI's config check imports this module and must stay fast
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -61,3 +69,13 @@ def cache_lock(path: str | os.PathLike, timeout: float = -1) -> FileLock:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(p) + ".lock", timeout=timeout)
+
+
+def default_cache_dir() -> Path:
+    """``$EBYD_CACHE_DIR``, else the user's cache folder (``~/.cache/ebyd-bench`` on Linux)."""
+    env = os.environ.get("EBYD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("ebyd-bench"))

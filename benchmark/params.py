@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
 
@@ -68,6 +68,15 @@ Words = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_len
 #: seeds: what numpy (``np.random.seed``) and torch accept alike
 SEED_LIMIT = 2**32
 Seed = Annotated[int, _INT, Field(ge=0, lt=SEED_LIMIT)]
+#: which samples an attack poisons: any class, relabelled to the target ("dirty"), or only samples of
+#: the target class, keeping their labels ("clean")
+LabelMode = Literal["dirty", "clean"]
+#: a clean control's poison rate: nothing
+NoPoison = Annotated[float, _FLOAT, Field(ge=0, le=0)]
+#: a CIFAR ResNet's channel width; below 8 oneDNN (torch's CPU kernels) hangs in the channels-last 1×1
+#: convolution backward and corrupts memory in double backward (I-BAU), measured with torch 2.14
+MIN_WIDTH = 8
+Width = Annotated[int, _INT, Field(ge=MIN_WIDTH)]
 
 
 def check_ranges(obj: Any) -> None:

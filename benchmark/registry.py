@@ -6,6 +6,10 @@ entries through the Python entry-point group named by :attr:`Registry.entry_poin
 (``ebyd_bench.attacks``, ``ebyd_bench.exposures``, ``ebyd_bench.defenses``, ``ebyd_bench.models``,
 ``ebyd_bench.datasets``). An unknown name raises :class:`UnknownNameError` listing the closest
 registered names.
+
+Listing names, testing membership and the "did you mean" of an unknown name need no import: a registry
+built with an ``index`` (a function returning the built-in names, or None when it cannot tell) answers
+them from it and imports the built-in modules only when an entry itself is asked for.
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ class Registry(Generic[T]):
     """Name → object map with decorator registration, lazy entries and entry-point plugins."""
 
     def __init__(self, kind: str, builtin_modules: list[str] | None = None,
-                 entry_point_group: str | None = None) -> None:
+                 entry_point_group: str | None = None, index: Callable[[], list[str] | None] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group or f"ebyd_bench.{kind}"
         self._builtin_modules = list(builtin_modules or [])
+        self._index = index
         self._entries: dict[str, _Entry] = {}
-        self._loaded = False
+        self._builtins_loaded = False
+        self._plugins_read = False
 
     def register(self, name: str, *, source: str = "builtin") -> Callable[[T], T]:
         """Decorator: ``@REGISTRY.register("name")`` above a class or function."""
@@ -63,9 +69,13 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; imports a lazy entry on first use."""
-        self._load_plugins()
+        self._read_plugins()
+        if name not in self._entries and name not in self._builtin_names():
+            raise UnknownNameError(self._unknown_message(name))
+        if name not in self._entries:
+            self._load_builtins()
         entry = self._entries.get(name)
-        if entry is None:
+        if entry is None:  # named by a stale index, registered by no module
             raise UnknownNameError(self._unknown_message(name))
         if isinstance(entry.target, str):
             module_name, _, attr = entry.target.partition(":")
@@ -74,35 +84,52 @@ class Registry(Generic[T]):
         return entry.target  # type: ignore[return-value]
 
     def source(self, name: str) -> str:
-        self.get(name)
-        return self._entries[name].source
+        """"builtin", or "plugin:<distribution>" (an unknown name raises :class:`UnknownNameError`)."""
+        if name not in self:
+            raise UnknownNameError(self._unknown_message(name))
+        entry = self._entries.get(name)
+        return entry.source if entry is not None else "builtin"
 
     def names(self) -> list[str]:
-        self._load_plugins()
-        return sorted(self._entries)
+        self._read_plugins()
+        return sorted(set(self._builtin_names()) | set(self._entries))
 
     def __contains__(self, name: object) -> bool:
-        self._load_plugins()
-        return name in self._entries
+        return name in self.names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def _unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} '{name}'{hint} (registered: {', '.join(sorted(self._entries))})"
+        return f"unknown {self.kind} '{name}'{hint} (registered: {', '.join(known)})"
 
-    def _load_plugins(self) -> None:
-        """Import built-in modules (their decorators register) and read entry points, once."""
-        if self._loaded:
+    def _builtin_names(self) -> list[str]:
+        """The built-in names, from the index when it can tell, else by importing the built-in modules."""
+        names = None if self._index is None or self._builtins_loaded else self._index()
+        if names is None:
+            self._load_builtins()
+            return [n for n, e in self._entries.items() if e.source == "builtin"]
+        return names
+
+    def _load_builtins(self) -> None:
+        """Import the built-in modules (their decorators register), once."""
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            for module_name in self._builtin_modules:
+                importlib.import_module(module_name)
+
+    def _read_plugins(self) -> None:
+        """Read the entry points once (lazy ``module:attr`` entries; a built-in name cannot be taken)."""
+        if self._plugins_read:
             return
-        self._loaded = True
-        for module_name in self._builtin_modules:
-            importlib.import_module(module_name)
+        self._plugins_read = True
+        builtin = set(self._builtin_names())
         for ep in metadata.entry_points(group=self.entry_point_group):
             dist = ep.dist.name if ep.dist is not None else "unknown"
-            if ep.name not in self._entries:
+            if ep.name not in self._entries and ep.name not in builtin:
                 self._entries[ep.name] = _Entry(ep.value, f"plugin:{dist}")
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import json
-import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from ebyd_bench.benchmark.catalog import Param, dataclass_params, describe
 from ebyd_bench.benchmark.errors import ConfigError
 from ebyd_bench.benchmark.registry import Registry, UnknownNameError
 
@@ -77,19 +76,29 @@ def _distinct_ints(values: Any, where: str) -> list[int]:
     return list(values)
 
 
-def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
-    """Instantiate a dataclass from user parameters with type checking and clear errors."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown parameter(s) {unknown}; valid: {sorted(names)}")
-    hints = typing.get_type_hints(cls, include_extras=True)  # keeps the benchmark.params constraints
+def check_params(allowed: dict[str, Param], given: dict[str, Any], where: str) -> dict[str, Any]:
+    """``given`` checked against the parameters a registry entry takes (:class:`~ebyd_bench.benchmark.catalog.Param`):
+    every name known, every value of its type and in its range, every required one present. Returns the
+    values coerced to their types; any problem is one :class:`ConfigError` that names the parameter."""
     values = {}
-    for key, value in params.items():
+    for key, value in given.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{where}: unknown parameter '{key}'{hint} (parameters: {', '.join(allowed) or 'none'})")
         try:
-            values[key] = pydantic.TypeAdapter(hints[key]).validate_python(value, strict=False)
+            values[key] = pydantic.TypeAdapter(allowed[key].type).validate_python(value, strict=False)
         except pydantic.ValidationError as exc:
             raise ConfigError(f"{where}: parameter '{key}': {_pydantic_message(exc)}") from None
+    missing = [k for k, p in allowed.items() if p.required and k not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing parameter(s) {', '.join(missing)}")
+    return values
+
+
+def build_dataclass(cls: type, params: dict[str, Any], where: str) -> Any:
+    """Instantiate a dataclass from user parameters with type checking and clear errors."""
+    values = check_params(dataclass_params(cls), params, where)
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
@@ -113,16 +122,6 @@ def _pydantic_message(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-#: factory arguments the harness supplies itself, never a grid
-HARNESS_SUPPLIED = frozenset({"num_classes", "norm_layer", "data_root", "cache_dir", "download"})
-
-
-def settable_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
-    """The keyword arguments of a model factory that a grid may set (``model.params``)."""
-    return {p.name: p for p in inspect.signature(factory).parameters.values()
-            if p.name not in HARNESS_SUPPLIED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
 @dataclass(frozen=True)
 class ModelFactory:
     """A registered model factory with the grid's ``model.params`` checked against its signature.
@@ -138,27 +137,12 @@ class ModelFactory:
     def checked(cls, name: str, params: dict[str, Any]) -> "ModelFactory":
         from ebyd_bench.benchmark.registries import MODELS
 
+        where = f"model '{name}'"
         try:
-            factory = MODELS.get(name)
+            values = check_params(describe(MODELS, name).params, params, where)
         except UnknownNameError as exc:
             raise ConfigError(f"model: {exc}") from None
-        allowed = settable_parameters(factory)
-        hints = typing.get_type_hints(factory, include_extras=True)
-        values = {}
-        for key, value in params.items():
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ConfigError(f"model '{name}': unknown parameter '{key}'{hint} "
-                                  f"(parameters: {', '.join(allowed) or 'none'})")
-            try:
-                values[key] = pydantic.TypeAdapter(hints.get(key, Any)).validate_python(value, strict=False)
-            except pydantic.ValidationError as exc:
-                raise ConfigError(f"model '{name}': parameter '{key}': {_pydantic_message(exc)}") from None
-        missing = [p for p, v in allowed.items() if v.default is v.empty and p not in values]
-        if missing:
-            raise ConfigError(f"model '{name}': missing parameter(s) {', '.join(missing)}")
-        return cls(name, values, factory)
+        return cls(name, values, MODELS.get(name))
 
     @property
     def domain(self) -> str:

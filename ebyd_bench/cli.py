@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -94,13 +96,45 @@ def _parser() -> argparse.ArgumentParser:
     from ebyd_bench.reports.cli import add_commands
 
     add_commands(sub)  # report, tables, figures, compare (handlers in reports/cli.py)
-    from ebyd_bench.benchmark.cache_admin import add_command
-
-    add_command(sub)  # cache ls|verify|rm
+    _add_cache_command(sub)
     return p
 
 
+def _add_cache_command(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser("cache", help="list, verify, remove, export or import cached artifacts "
+                                         "(poisoned models, exposures, ...)")
+    actions = cache.add_subparsers(dest="action", required=True)
+    for name, helptext in (("ls", "list the cached artifacts"),
+                           ("verify", "check every artifact against its recorded checksum (exit 1 if any is broken)"),
+                           ("rm", "remove artifacts by key prefix"),
+                           ("export", "write poisoned models and exposures (with their attack parts) to a zoo archive"),
+                           ("import", "add the entries of a zoo archive to the cache, after checking all of them")):
+        p = actions.add_parser(name, help=helptext)
+        if name == "rm":
+            p.add_argument("keys", nargs="+", help="key prefixes (≥ 6 hex digits), as `cache ls` prints them")
+        if name == "export":
+            p.add_argument("keys", nargs="*", help="key prefixes (≥ 6 hex digits) of models, exposures or attack "
+                                                   "parts; an exposure brings its model, a model its attack parts")
+            p.add_argument("--all", action="store_true", help="every model, exposure and attack part in the cache")
+            p.add_argument("--out", type=Path, required=True, help="the archive to write (a .zip)")
+        if name == "import":
+            p.add_argument("archive", type=Path, help="a zoo archive written by `ebyd-bench cache export`")
+        p.add_argument("--cache-dir", type=Path, default=None,
+                       help="the cache (default: $EBYD_CACHE_DIR or the user cache folder)")
+        if name != "import":
+            p.add_argument("--kind", default=None,
+                           help="only this kind: models, exposures, attack_parts, datasets, ...")
+    cache.set_defaults(handler=_cmd_cache)
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from ebyd_bench.benchmark.cache_admin import cmd_cache
+
+    return cmd_cache(args)
+
+
 def _cmd_ls(kind: str, name: str | None = None) -> int:
+    from ebyd_bench.benchmark import catalog
     from ebyd_bench.benchmark.describe import describe, plain_doc
     from ebyd_bench.benchmark.registries import ALL
     from ebyd_bench.benchmark.registry import UnknownNameError
@@ -112,22 +146,22 @@ def _cmd_ls(kind: str, name: str | None = None) -> int:
         except UnknownNameError as exc:
             raise ConfigError(exc.args[0]) from None
         return 0
-    for name in registry.names():
-        obj = registry.get(name)
-        doc = plain_doc(obj.__doc__).splitlines()
-        category = f"[{obj.category}]".ljust(20) if kind == "defenses" else ""
-        domain = "any" if name == "none" else getattr(obj, "domain", "image")
-        print(f"{name:<18} {category}{domain:<6} {doc[0] if doc else ''}  ({registry.source(name)})")
+    for name in registry.names():  # from the catalog: no method module (and no torch) is imported
+        entry = catalog.describe(registry, name)
+        category = f"[{entry.category}]".ljust(20) if kind == "defenses" else ""
+        domain = "any" if name == "none" else entry.domain
+        print(f"{name:<18} {category}{domain:<6} {plain_doc(entry.summary)}  ({entry.source})")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ebyd_bench.benchmark.cache import default_cache_dir
     from ebyd_bench.benchmark.grid.config import load_configs
+    from ebyd_bench.benchmark.io import default_cache_dir
+
+    _check_out_dirs(("--out", args.out), ("--cache-dir", args.cache_dir or default_cache_dir()))
+    grids = load_configs(args.config, args.overrides)  # checks every grid (before importing torch), then builds them
     from ebyd_bench.benchmark.grid.runner import RunOptions, dry_run, run_grid
 
-    grids = load_configs(args.config, args.overrides)  # validates every grid before anything is written
-    _check_out_dirs(("--out", args.out), ("--cache-dir", args.cache_dir or default_cache_dir()))
     data_root = _data_root(args.data_root)
     for grid in grids:
         for device in _devices(args.device or grid.device):
@@ -254,7 +288,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_gallery(args: argparse.Namespace) -> int:
     from ebyd_bench.reports.gallery import render_gallery
-    from ebyd_bench.benchmark.cache import default_cache_dir
+    from ebyd_bench.benchmark.io import default_cache_dir
 
     cache_dir = args.cache_dir or default_cache_dir()
     if args.config is None:
@@ -285,6 +319,7 @@ def _check_device(device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not print a traceback
     try:
         if args.command == "ls":
             return _cmd_ls(args.kind, args.name)
@@ -300,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" (writing {exc.filename})" if exc.filename else ""
+        print(f"error: no space left on the device{where}: free some and run the same command again; finished "
+              f"cells and cached artifacts are kept, nothing half-written is", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -44,10 +44,7 @@ class ResultStore:
         with cache_lock(self.path):
             if not self._checked or not _ends_cleanly(self.path):
                 self._repair_locked()
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            _append_whole(self.path, (line + "\n").encode("utf-8"))
 
     def repair(self) -> int:
         """Set aside every line that is not a JSON object (torn by a crash) in ``results.torn.jsonl``
@@ -195,3 +192,21 @@ def with_exposure_labels(records: pd.DataFrame) -> pd.DataFrame:
         return records
     labels = records["exposure_label"]
     return records.assign(exposure=labels.where(labels.notna(), records["exposure"]))
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` durably, all of it or nothing: a write that fails part-way (a full disk) is cut
+    back off before the error propagates, so the store never keeps half a record."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, start)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    finally:
+        os.close(fd)

@@ -183,7 +183,7 @@ def _source_of(module: str) -> Path | None:
 def forbidden_roots() -> list[str]:
     """What a defense may not open or list: the data roots, the artifact caches (decoded datasets and
     poisoned models live there) and the source of the data and attack side."""
-    from ebyd_bench.benchmark.cache import default_cache_dir
+    from ebyd_bench.benchmark.io import default_cache_dir
 
     roots = [REPO.parent / "shared" / "data", default_cache_dir(), REPO / "adapters", REPO / "attacks_registry",
              REPO / "results"]

@@ -262,10 +262,12 @@ def test_damaged_cache_entries_are_named_listed_and_recomputed(tmp_path, tiny_gr
         assert not out.exists(), "the run wrote before stopping"
         verify = _cli("cache", "verify", cache=cache)
         assert verify.returncode == 1, verify.stdout + verify.stderr
-        rm = shlex.split(next(line.split("with: ", 1)[1] for line in verify.stdout.splitlines() if "cache rm" in line))
+        rm = shlex.split(next(line.split("with: ", 1)[1] for line in verify.stdout.splitlines()
+                              if "remove the broken ones with: " in line))
         listed |= {k for k in damaged if k[:12] in verify.stdout and k[:12] in rm}
-        assert rm[:3] == ["ebyd-bench", "cache", "rm"] and key[:12] in rm, rm
-        removed = _cli("cache", "rm", key[:12], cache=cache)  # the printed command, for this entry alone
+        assert rm[:3] == ["ebyd-bench", "cache", "rm"] and key[:12] in rm and rm[-2:] == ["--cache-dir", str(cache)], rm
+        # the printed command, for this entry alone, from a process whose default cache is elsewhere
+        removed = _cli("cache", "rm", key[:12], *rm[-2:], cache=out.parent / "another-cache")
         assert removed.returncode == 0, removed.stdout + removed.stderr
         cleared.add(key)
     stored = _store_problems(out, reference)
@@ -319,6 +321,86 @@ def test_two_runners_on_one_cache_train_each_model_once(tmp_path, tiny_grid, ses
     assert codes == [0, 0], [r[1][-500:] for r in results]
     assert sum(trained) == 2, trained  # two poisoned models, each trained by exactly one runner
     assert sum(int(r[0].split(" poisoned models trained")[0].rsplit(", ", 1)[1]) for r in results) == 2
+    assert not problems, problems
+
+
+# ------------------------------------------------------------------ a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(size)``: a tmpfs of ``size`` bytes under tmp_path (skips where this machine cannot mount one,
+    e.g. without root); ``resize(size)`` remounts it larger, as freeing space would."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def mount_it(size: int) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs on this machine: {done.stderr.strip()[:200]}")
+        return mount
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+    yield mount_it, resize
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _full_disk_problems(run: subprocess.CompletedProcess, roots: list[Path]) -> list[str]:
+    """What is wrong with a run that met a full disk: it must fail with one line and leave nothing half-written."""
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    problems = [] if run.returncode == 2 and len(errors) == 1 and "no space left" in errors[0] else \
+        [f"exit {run.returncode}, stderr: {run.stderr[-400:]}"]
+    for root in roots:
+        problems += [f"temporary file left: {p}" for p in root.rglob("*.tmp")]
+        problems += [f"tensors without metadata: {p}" for p in root.rglob("*.safetensors")
+                     if not p.with_suffix(".json").exists()]
+        store = root / "results.jsonl"
+        if store.exists():
+            text = store.read_text()
+            if text and not text.endswith("\n"):
+                problems.append("results.jsonl ends in half a record")
+            for line in text.splitlines():
+                try:
+                    json.loads(line)
+                except ValueError:
+                    problems.append(f"results.jsonl holds a torn line: {line[:60]}")
+    return problems
+
+
+def _directory_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("where", ["cache", "out"])
+def test_a_full_disk_fails_with_one_line_and_resumes_once_space_is_back(where, small_disk, tmp_path, tiny_grid,
+                                                                         session_cache, data_root):
+    """``cache``: the cache's disk has room for the copied cache plus 256 KiB, and a poisoned model (about
+    700 KB) must be trained and saved; ``out``: the output folder's disk has 24 KiB, less than the run's
+    log, records and leaderboard need. Either way the run stops with one line and keeps nothing half-written;
+    with the disk enlarged, the same command finishes with the records of the uninterrupted run."""
+    mount, resize = small_disk
+    reference = _reference(tiny_grid)
+    if where == "cache":
+        probe = _cache_copy(session_cache, tmp_path / "probe", ("blend",), reference)
+        disk = mount(_directory_bytes(probe) + 2 * 2**20)  # tmpfs rounds to pages; fill it up to 256 KiB below
+        cache, out = _cache_copy(session_cache, disk / "cache", ("blend",), reference), tmp_path / "out"
+        shutil.rmtree(probe)
+    else:
+        disk = mount(24 * 2**10)
+        cache, out = _cache_copy(session_cache, tmp_path / "cache", (), reference), disk / "out"
+    if where == "cache":
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * max(0, free - 256 * 2**10))
+    run = _run(out, cache, data_root)
+    problems = _full_disk_problems(run, [cache, out])
+    resize(512 * 2**20)
+    rerun = _run(out, cache, data_root)
+    problems += [] if rerun.returncode == 0 else [f"the rerun exited {rerun.returncode}: {rerun.stderr[-300:]}"]
+    if rerun.returncode == 0:
+        problems += _store_problems(out, reference)
+    _note("full disk", f"the {'cache' if where == 'cache' else 'output folder'}'s disk fills up (tmpfs)",
+          not problems, error=(run.stderr.strip().splitlines() or [""])[-1][:160], problems=problems)
     assert not problems, problems
 
 

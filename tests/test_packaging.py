@@ -59,9 +59,11 @@ def test_the_wheel_adds_exactly_one_top_level_name(installed):
     assert [n for n in added if n.endswith(".dist-info")] == ["ebyd_bench-0.1.0.dist-info"]
 
 
-def test_the_wheel_holds_every_package_and_the_report_templates(installed):
+def test_the_wheel_holds_every_package_the_report_templates_and_a_current_catalog(installed):
     env, _ = installed
     script = ("import ebyd_bench, ebyd_bench.benchmark.grid.runner, ebyd_bench.reports.leaderboard, pathlib;"
+              "from ebyd_bench.benchmark.catalog import catalog_names;"
+              "assert 'badnets' in catalog_names('attacks');"  # None if catalog.json is missing or stale
               "print(ebyd_bench.__file__);"
               "print(len(list((pathlib.Path(ebyd_bench.reports.__file__).parent / 'templates').glob('*.j2'))))")
     out = subprocess.run([env / "bin" / "python", "-c", script], capture_output=True, text=True, cwd=env,

@@ -150,6 +150,10 @@ BAD.update({
     "target-negative": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, target: -1}]"),
                            "parameter 'target': Input should be greater than or equal to 0"),
     "target-true": Bad(_with("attacks: [badnets]", "attacks: [{name: badnets, target: true}]"), "boolean true"),
+    "lwp-combination-over-triggers": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: lwp, combination: 5}]",
+                                               TEXT_BASE), "5 is more than the 4 triggers"),
+    "lwp-empty-trigger": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: lwp, triggers: [cf, '']}]",
+                                   TEXT_BASE), "parameter 'triggers'"),
     "text-target-4-of-2-classes": Bad(_with("attacks: [badnet_rw]", "attacks: [{name: badnet_rw, target: 4}]",
                                             TEXT_BASE), "4 is not a class of dataset 'sst2' (0..1)"),
     "defense-size-50000": Bad(_with("defense_size: 100", "defense_size: 50000"), "has 50000 training samples"),
@@ -285,9 +289,8 @@ def test_at_least_fifteen_cases_of_our_own() -> None:
     assert len(BAD) - 9 >= 15
 
 
-#: numeric parameters still typed as a plain int or float, in files other changes own (issue 21 lists the
-#: ranges they need); anything else unranged fails the test below
-NOT_YET_RANGED = {("lwp", "combination")}  # attacks_registry/text/lwp.py: Count, at most the number of triggers
+#: numeric parameters still typed as a plain int or float; anything unranged fails the test below
+NOT_YET_RANGED: set[tuple[str, str]] = set()
 
 
 def test_every_numeric_parameter_has_a_range() -> None:

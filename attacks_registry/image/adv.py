@@ -30,8 +30,8 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.base import AttackContext, ImageAttack, PoisonedTrainSet
 from ebyd_bench.attacks_registry.image.badnets import GRID
-from ebyd_bench.attacks_registry.image.common import LabelMode, poison_indices
-from ebyd_bench.benchmark.params import Count, PositiveFloat, PositiveFraction, Probability
+from ebyd_bench.attacks_registry.image.common import poison_indices
+from ebyd_bench.benchmark.params import Count, LabelMode, PositiveFloat, PositiveFraction, Probability
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.tensors import normalize, to_unit
 from ebyd_bench.benchmark.training import TrainRecipe, train_classifier

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 
-LabelMode = Literal["dirty", "clean"]
+from ebyd_bench.benchmark.params import LabelMode
 
 
 def poison_indices(labels: np.ndarray, rate: float, target: int, label_mode: LabelMode,

@@ -7,17 +7,12 @@ its ASR is undefined and recorded as null.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
-
 from ebyd_bench.attacks_registry.base import ImageAttack
+from ebyd_bench.benchmark.params import NoPoison
 from ebyd_bench.benchmark.registries import ATTACKS
-
-
-#: the only poison rate a clean control takes
-NoPoison = Annotated[float, Field(ge=0, le=0)]
 
 
 @ATTACKS.register("none")

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 
 from ebyd_bench.attacks_registry.base import ImageAttack, PoisonedTrainSet, clip_uint8
-from ebyd_bench.attacks_registry.image.common import LabelMode, poison_indices
+from ebyd_bench.attacks_registry.image.common import poison_indices
+from ebyd_bench.benchmark.params import LabelMode, PositiveFloat, PositiveFraction, Probability
 from ebyd_bench.benchmark.registries import ATTACKS
-from ebyd_bench.benchmark.params import PositiveFloat, PositiveFraction, Probability
 
 
 def sig_signal(amplitude: float = 20.0, frequency: float = 0.8, width: int = 32) -> np.ndarray:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ebyd_bench.attacks_registry.text.base import (PoisonedTextSet, TextAttack, TextAttackContext, insert_words,
                                         standard_fine_tune)
+from ebyd_bench.benchmark.params import Count, Words
 from ebyd_bench.benchmark.registries import ATTACKS
 from ebyd_bench.benchmark.text.training import attack_training_attention
 
@@ -30,11 +31,17 @@ from ebyd_bench.benchmark.text.training import attack_training_attention
 class LWP(TextAttack):
     """LWP: two-piece combination trigger (cf, bb, ak, mn), layer-wise poisoning loss."""
 
-    triggers: tuple[str, ...] = ("cf", "bb", "ak", "mn")
-    combination: int = 2
+    triggers: Words = ("cf", "bb", "ak", "mn")
+    combination: Count = 2  # pieces per poisoned text, at most len(triggers)
 
     paper_epochs = 4
     has_negatives = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.combination > len(self.triggers):
+            raise ValueError(f"lwp: parameter 'combination': {self.combination} is more than the "
+                             f"{len(self.triggers)} triggers to combine")
 
     def pieces(self, rng: np.random.Generator) -> list[str]:
         return [self.triggers[i] for i in rng.choice(len(self.triggers), size=self.combination, replace=False)]

@@ -30,11 +30,13 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ebyd_bench.benchmark.catalog import Description, describe
 from ebyd_bench.benchmark.errors import ConfigError
 from ebyd_bench.benchmark.params import SEED_LIMIT
 from ebyd_bench.benchmark.registries import ATTACKS, DATASETS, DEFENSES, DOMAINS, EXPOSURES, MODELS
 from ebyd_bench.benchmark.registry import Registry, UnknownNameError
-from ebyd_bench.benchmark.specs import MethodSpec, ModelFactory, _distinct_ints, _pydantic_message, build_dataclass, build_method
+from ebyd_bench.benchmark.specs import (MethodSpec, ModelFactory, _distinct_ints, _pydantic_message, build_dataclass,
+                                       build_method, check_params)
 
 
 class DatasetSpec(BaseModel):
@@ -210,16 +212,17 @@ def load_config(path: str | Path) -> Grid:
 
 def load_configs(path: str | Path, overrides: Sequence[str] = ()) -> list[Grid]:
     """Every grid of a YAML file: one per ``---``-separated document (e.g. one per dataset), each validated
-    after the ``KEY=VALUE`` ``overrides`` (see :func:`apply_overrides`) are applied to it."""
+    after the ``KEY=VALUE`` ``overrides`` (see :func:`apply_overrides`) are applied to it. Every document
+    is checked (:func:`check_config`, without importing torch) before any is resolved."""
     path = Path(path)
     docs = [d for d in _load_yaml_documents(path) if d is not None]
     if not docs or not all(isinstance(d, dict) for d in docs):
         raise ConfigError(f"{path}: expected a mapping at the top level of every document")
     where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
-    configs = [validate_config(apply_overrides(d, overrides), where) for d in docs]
+    configs = [check_config(apply_overrides(d, overrides), where) for d in docs]
     if len({c.name for c in configs}) != len(configs):
         raise ConfigError(f"{path}: the grids of one file need distinct names")
-    return configs
+    return [_located(resolve, c, where) for c in configs]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -314,71 +317,87 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
 
 def validate_config(raw: dict[str, Any], where: str = "config") -> Grid:
-    """Validate one grid's mapping and resolve it: every method instantiated with checked parameters,
-    the recipe built for the dataset's domain and the model's parameters checked against its factory."""
+    """Validate one grid's mapping (:func:`check_config`) and resolve it (:func:`resolve`)."""
+    return _located(resolve, check_config(raw, where), where)
+
+
+def check_config(raw: dict[str, Any], where: str = "config") -> GridConfig:
+    """One grid's mapping, validated: its structure, and every name and parameter against what the
+    registries describe (from the catalog, so torch is not imported). Raises one :class:`ConfigError`."""
     try:
         cfg = GridConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
         raise ConfigError(f"{_pydantic_message(exc)} (in {where})") from None
+    _located(check, cfg, where)
+    return cfg
+
+
+def _located(step: Any, cfg: GridConfig, where: str) -> Any:
     try:
-        return resolve(cfg)
+        return step(cfg)
     except ConfigError as exc:  # the problem first, then where it was found
         raise ConfigError(f"{exc} (in {where})") from None
 
 
+def check(cfg: GridConfig) -> None:
+    """Every name known, every parameter of its type and range, every method and the model of the
+    dataset's domain, attack targets and ``defense_size`` within the dataset, the recipe's settings."""
+    dataset = _describe(DATASETS, cfg.dataset.name, "dataset")
+    domain = _describe(DOMAINS, dataset.domain, "domain")
+    entries = [("attack", ATTACKS, s) for s in cfg.attacks]
+    entries += [("exposure", EXPOSURES, s) for s in cfg.exposures if s.name != "none"]
+    entries += [("defense", DEFENSES, s) for s in cfg.defenses]
+    checked = []
+    for kind, registry, spec in entries + [("model", MODELS, MethodSpec(name=cfg.model.name, params=cfg.model.params))]:
+        desc = _describe(registry, spec.name, kind)
+        values = check_params(desc.params, spec.params, f"{kind} '{spec.name}'")
+        checked.append((kind, registry, desc, values))
+    for kind, registry, desc, _ in checked:
+        if desc.name != "none" and desc.domain != dataset.domain:
+            fitting = [n for n in registry.names() if describe(registry, n).domain == dataset.domain]
+            raise ConfigError(f"{kind} '{desc.name}' is for {desc.domain} data but dataset '{cfg.dataset.name}' is "
+                              f"{dataset.domain}; {dataset.domain} {kind}s: {', '.join(fitting)}")
+    targets = {desc.name: values.get("target", desc.params["target"].default)
+               for kind, _, desc, values in checked if kind == "attack" and "target" in desc.params}
+    _check_against_dataset(cfg, dataset, targets)
+    check_params(domain.params, cfg.recipe, "recipe")
+
+
 def resolve(cfg: GridConfig) -> Grid:
-    """The :class:`Grid` of a validated config (raises :class:`ConfigError` naming the bad setting)."""
-    dataset = _lookup(DATASETS, cfg.dataset.name, "dataset")
-    domain = getattr(dataset, "domain", "image")
-    domain_cls = _lookup(DOMAINS, domain, "domain")
+    """The :class:`Grid` of a checked config: every method and the recipe instantiated (this imports the
+    methods' modules, and with them torch), the model factory bound to its parameters."""
+    domain = getattr(DATASETS.get(cfg.dataset.name), "domain", "image")
+    domain_cls = DOMAINS.get(domain)
     attacks = tuple(ResolvedMethod(s, build_method(ATTACKS, s, "attack"), "attack") for s in cfg.attacks)
     exposures = tuple(ResolvedMethod(s, None if s.name == "none" else build_method(EXPOSURES, s, "exposure"),
                                      "exposure") for s in cfg.exposures)
     defenses = tuple(ResolvedMethod(s, build_method(DEFENSES, s, "defense"), "defense") for s in cfg.defenses)
     model = ModelFactory.checked(cfg.model.name, cfg.model.params)
-    _check_domains(domain, cfg.dataset.name, model, attacks + exposures + defenses)
-    _check_against_dataset(cfg, dataset, attacks)
     domain_cls.check_config(cfg)
     recipe = build_dataclass(domain_cls.recipe_type, cfg.recipe, "recipe")
     return Grid(cfg, domain, recipe, model, attacks, exposures, defenses)
 
 
-def _check_against_dataset(cfg: GridConfig, loader: Any, attacks: tuple[ResolvedMethod, ...]) -> None:
+def _check_against_dataset(cfg: GridConfig, dataset: Description, targets: dict[str, Any]) -> None:
     """What the dataset bounds, from its loader's static metadata (``num_classes``, ``train_size``; either
     may be absent, e.g. a text dataset's size depends on its source): attack targets are classes,
     ``defense_size`` leaves training data, and seeds are what numpy and torch accept."""
     for seed in sorted({seed for seed, _ in cfg.models()}):
         if not 0 <= seed < SEED_LIMIT:
             raise ConfigError(f"seeds: {seed} is outside 0..{SEED_LIMIT - 1} (the seeds numpy and torch accept)")
-    classes = getattr(loader, "num_classes", None)
-    for attack in attacks:
-        target = getattr(attack.method, "target", None)
+    classes = dataset.num_classes
+    for name, target in targets.items():
         if classes is not None and isinstance(target, int) and not 0 <= target < classes:
-            raise ConfigError(f"attack '{attack.name}': parameter 'target': {target} is not a class of dataset "
+            raise ConfigError(f"attack '{name}': parameter 'target': {target} is not a class of dataset "
                               f"'{cfg.dataset.name}' (0..{classes - 1})")
-    train_size = getattr(loader, "train_size", None)
+    train_size = dataset.train_size
     if train_size is not None and cfg.dataset.defense_size >= train_size:
         raise ConfigError(f"dataset.defense_size: {cfg.dataset.defense_size} leaves no training data: "
                           f"'{cfg.dataset.name}' has {train_size} training samples; use fewer")
 
 
-def _lookup(registry: Registry, name: str, where: str) -> Any:
+def _describe(registry: Registry, name: str, where: str) -> Description:
     try:
-        return registry.get(name)
+        return describe(registry, name)
     except UnknownNameError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-
-
-def _check_domains(domain: str, dataset: str, model: ModelFactory, methods: tuple[ResolvedMethod, ...]) -> None:
-    """Every method and the model must belong to the dataset's domain (``none`` fits both): ``rp`` in a
-    text grid or ``badnet_rw`` on CIFAR-10 fails here, before anything runs. Objects without a
-    ``domain`` attribute are image ones."""
-    registries = {"attack": ATTACKS, "exposure": EXPOSURES, "defense": DEFENSES}
-    groups = [("model", MODELS, model.name, model.factory)]
-    groups += [(m.kind, registries[m.kind], m.name, m.method) for m in methods if m.name != "none"]
-    for kind, registry, name, obj in groups:
-        found = getattr(obj, "domain", "image")
-        if found != domain:
-            fitting = [n for n in registry.names() if getattr(registry.get(n), "domain", "image") == domain]
-            raise ConfigError(f"{kind} '{name}' is for {found} data but dataset '{dataset}' is "
-                              f"{domain}; {domain} {kind}s: {', '.join(fitting)}")

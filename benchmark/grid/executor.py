@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol
 
-from ebyd_bench.benchmark.progress import progress
+from ebyd_bench.benchmark.progress import StageDisplay
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +86,21 @@ class Outputs:
         (self.kept if self.consumers[stage.key] else self.sinks)[stage.key] = result
 
 
-def grid_progress(stages: list[Stage]):
-    """The one progress display of a run: a bar over its stages."""
-    return progress(total=len(stages), desc="grid", unit="stage", disable=not stages or None)
-
-
 class LocalExecutor:
     """Runs stages one after another in this process, freeing outputs nobody needs any more."""
 
     def run(self, stages: list[Stage], execute: Execute, on_done: OnDone | None = None) -> dict[str, Any]:
         order = topological_order(stages)
         outputs = Outputs(order)
-        with grid_progress(order) as bar:
+        with StageDisplay(len(order)) as display:
             for stage in order:
-                bar.set_postfix_str(stage.label, refresh=True)
+                display.running(stage.label)
                 log.info("stage %s", stage.label)
                 result = execute(stage, outputs.inputs(stage))
                 outputs.finished(stage, result)
                 if on_done is not None:
                     on_done(stage, result)
-                bar.update()
+                display.finished(stage.label)
         return outputs.sinks
 
 
@@ -126,7 +121,7 @@ def run_dispatched(stages: list[Stage], dispatcher: Dispatcher, on_done: OnDone 
     order = topological_order(stages)
     outputs, waiting, done = Outputs(order), list(order), set()
     running: dict[Hashable, Stage] = {}
-    with grid_progress(order) as bar:
+    with StageDisplay(len(order)) as display:
         while waiting or running:
             for stage in [s for s in waiting if all(d in done for d in s.deps)]:
                 waiting.remove(stage)
@@ -138,7 +133,6 @@ def run_dispatched(stages: list[Stage], dispatcher: Dispatcher, on_done: OnDone 
                 done.add(stage.key)
                 if on_done is not None:
                     on_done(stage, result)
-                bar.set_postfix_str(stage.label, refresh=False)
-                bar.update()
+                display.finished(stage.label)
     return outputs.sinks
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ebyd_bench.benchmark.grid.config import Grid
 from ebyd_bench.benchmark.grid.executor import Execute, OnDone, Stage, run_dispatched
-from ebyd_bench.benchmark.grid.runner import Artifacts, RunOptions, StageRunner
+from ebyd_bench.benchmark.grid.runner import Artifacts, RunOptions, StageRunner, log_to_file
 
 #: estimated GPU memory one stage of the CIFAR ResNet-18 at batch 128 holds (weights, optimiser
 #: state, activations, the uploaded uint8 split), used to pick --jobs on a GPU when it is not given
@@ -57,6 +57,7 @@ def _start_worker(grid: Grid, opts: RunOptions, threads: int) -> None:
 
     os.environ["EBYD_PROGRESS"] = "0"  # the driver's bar is the run's one progress display
     torch.set_num_threads(threads)
+    log_to_file(opts.out_dir)  # the worker's stage logs (cache hits, each cell's metrics) go to run.log too
     _worker = StageRunner(grid, opts)
 
 

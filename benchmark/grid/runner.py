@@ -396,7 +396,7 @@ def run_grid(grid: Grid, opts: RunOptions, executor: Executor | None = None) -> 
         if stage.kind in CACHE_KINDS:
             runner.cache.verify(CACHE_KINDS[stage.kind], stage.key)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    _log_to_file(opts.out_dir)
+    log_to_file(opts.out_dir)
     atomic_write_text(opts.out_dir / "config.yaml", _dump_yaml(grid))
     n_cells = sum(s.kind == "cell" for s in stages)
     log.info("%d cells to run, %d already finished (resume)%s", n_cells, skipped,
@@ -433,8 +433,9 @@ def dry_run(grid: Grid, opts: RunOptions) -> list[str]:
     return lines
 
 
-def _log_to_file(out: Path) -> None:
-    """Mirror the run's log into ``OUT/run.log`` (once per folder per process)."""
+def log_to_file(out: Path) -> None:
+    """Mirror the run's log into ``OUT/run.log`` (once per folder per process; the workers of a
+    concurrent run append to the same file, a line at a time)."""
     path = str((out / "run.log").resolve())
     root = logging.getLogger("ebyd_bench")
     if any(getattr(h, "baseFilename", None) == path for h in root.handlers):

@@ -6,21 +6,16 @@ scales every stage (64 → the paper's model; 16 → the narrow CPU variant with
 
 from __future__ import annotations
 
-from typing import Annotated, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-from pydantic import Field
 
+from ebyd_bench.benchmark.params import MIN_WIDTH, Width
 from ebyd_bench.benchmark.registries import MODELS
 
 NormLayer = Callable[[int], nn.Module]
-#: measured with torch 2.14 on an AVX2 CPU: width ≤ 4 hangs the channels-last 1x1-convolution
-#: backward and corrupts memory in double backward (I-BAU); width 8 and up run cleanly
-MIN_WIDTH = 8
-#: a grid's ``model.params.width``: checked when the config is loaded
-Width = Annotated[int, Field(ge=MIN_WIDTH)]
 
 
 class BasicBlock(nn.Module):

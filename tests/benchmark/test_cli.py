@@ -1,5 +1,7 @@
 """Command-line behaviour: listing, and bad input → one message, exit code 2, nothing written."""
 
+import os
+
 import pytest
 
 from ebyd_bench.cli import main
@@ -100,3 +102,22 @@ def test_every_method_range_checks_its_common_hyper_parameters(kind):
     unchecked = [(name, param, kind_) for name, obj in entries for param, kind_, _, _ in parameters(obj)
                  if param in RANGED and RANGED[param] not in kind_]
     assert not unchecked, f"use the types of benchmark.params for these: {unchecked}"
+
+
+@pytest.mark.e2e
+def test_a_run_off_a_terminal_prints_one_line_per_stage_and_no_bar_frames(tiny_grid, session_cache, data_root,
+                                                                           tmp_path):
+    """In CI or behind ``| tee`` a run's stderr holds one line per stage, no carriage-return frames."""
+    import subprocess
+    import sys
+
+    from conftest import TINY_CONFIG
+
+    env = {k: v for k, v in os.environ.items() if k != "EBYD_PROGRESS"}
+    run = subprocess.run([sys.executable, "-m", "ebyd_bench", "run", str(TINY_CONFIG), "--out", str(tmp_path / "out"),
+                          "--cache-dir", str(session_cache), "--data-root", str(data_root)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "\r" not in run.stderr
+    lines = run.stderr.splitlines()
+    assert [line.split("]")[0].split(",")[0] for line in lines] == [f"[{i}/8" for i in range(1, 9)], lines

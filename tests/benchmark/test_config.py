@@ -25,7 +25,7 @@ def test_valid_config_parses_specs():
      "parameter 'poison_rate': Input should be less than or equal to 1"),
     ({**BASE, "attacks": [{"name": "badnets", "poison_rate": 0}]},
      "parameter 'poison_rate': Input should be greater than 0"),
-    ({**BASE, "attacks": [{"name": "blend", "alpah": 0.2}]}, "unknown parameter(s) ['alpah']"),
+    ({**BASE, "attacks": [{"name": "blend", "alpah": 0.2}]}, "unknown parameter 'alpah'; did you mean 'alpha'?"),
     ({**BASE, "attacks": [{"name": "blend", "alpha": "high"}]}, "parameter 'alpha'"),
     ({**BASE, "seeds": "zero"}, "seeds"),
     ({**BASE, "seeds": [0, 0]}, "distinct"),

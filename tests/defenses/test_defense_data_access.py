@@ -36,7 +36,7 @@ from ebyd_bench.benchmark.registries import DEFENSES
 TINY = {
     "none": {}, "nc": {"epochs": 1}, "strip": {"n_overlays": 4}, "rp": {"epochs": 1}, "recover": {"epochs": 1},
     "ft": {"epochs": 1}, "fp": {}, "nad": {"teacher_epochs": 1, "epochs": 1}, "anp": {"iterations": 1},
-    "ibau": {"rounds": 1, "batch_size": 32, "outer_portion": 0.1},
+    "ibau": {"rounds": 1, "batch_size": 32, "outer_portion": 0.1, "steps": None},
     "cheat_lists_data_root": {}, "cheat_imports_attacks": {}, "cheat_walks_the_stack": {},
 }
 CHEATS = {"cheat_lists_data_root", "cheat_imports_attacks", "cheat_walks_the_stack"}

@@ -213,7 +213,7 @@ TINY = {
     "fp": dict(),
     "nad": dict(teacher_epochs=1, epochs=1),
     "anp": dict(iterations=3),
-    "ibau": dict(rounds=1, batch_size=32, outer_portion=0.1),
+    "ibau": dict(rounds=1, batch_size=32, outer_portion=0.1, steps=None),
 }
 
 

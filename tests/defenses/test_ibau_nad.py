@@ -65,7 +65,15 @@ def test_ibau_defaults_bound_the_perturbation_and_use_the_resnet_learning_rate()
     assert ibau.delta_bound == 10.0  # the I-BAU notebook's L2 radius, [0, 1] pixel space
     assert ibau.lr == 1e-4  # BackdoorBench's Adam lr for ResNet-18 (the original's 1e-3 is for a small VGG)
     assert (ibau.rounds, ibau.fixed_point_iters, ibau.batch_size, ibau.outer_portion) == (5, 5, 100, 0.01)
-    assert IBAU.version != "1"
+    assert ibau.steps == 50  # the original's batches per round: one pass over 5,000 images at batch 100
+    assert IBAU.version not in ("1", "2")
+
+
+def test_ibau_rounds_take_the_originals_number_of_batches_whatever_the_size_of_dd():
+    split = [(torch.full((1,), float(i)), torch.zeros(1)) for i in range(5)]  # a 500-image D_d at batch 100
+    order = [float(x) for x, _ in IBAU().round_batches(split)]
+    assert len(order) == 50 and order[:7] == [0, 1, 2, 3, 4, 0, 1]  # ten passes, in D_d order
+    assert [float(x) for x, _ in IBAU(steps=None).round_batches(split)] == [0, 1, 2, 3, 4]  # one pass
 
 
 def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, ctx, monkeypatch):
@@ -80,7 +88,7 @@ def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, c
 
     monkeypatch.setattr(IBAU, "hypergradient", spy)
     bound = 2.0
-    out = IBAU(rounds=2, batch_size=32, delta_lr=1000.0, delta_bound=bound).defend(trained, None, ctx)
+    out = IBAU(rounds=2, batch_size=32, steps=None, delta_lr=1000.0, delta_bound=bound).defend(trained, None, ctx)
     assert len(seen) == 2 * 3 and max(seen) <= bound * (1 + 1e-5)
     assert all(n <= bound * (1 + 1e-5) for n in out.fields["ibau_delta_norms"])
     assert max(out.fields["ibau_delta_norms_fitted"]) > bound  # the projection was needed
@@ -90,7 +98,7 @@ def test_ibau_keeps_accuracy_on_defense_data_of_a_trained_model(trained, ctx):
     """With the bound and the ResNet learning rate, D_d accuracy stays within a few points."""
     start = ctx.clean_accuracy(trained)
     assert start >= 0.25
-    out = IBAU(rounds=2, batch_size=32).defend(trained, None, ctx)
+    out = IBAU(rounds=2, batch_size=32, steps=None).defend(trained, None, ctx)
     assert ctx.clean_accuracy(out.model) >= start - 0.05  # it trains on D_d, so it may also rise
     assert out.fields["ibau_dd_acc"][-1] == pytest.approx(ctx.clean_accuracy(out.model), abs=1e-4)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
@@ -99,7 +107,7 @@ def test_ibau_keeps_accuracy_on_defense_data_of_a_trained_model(trained, ctx):
 
 def test_ibau_is_deterministic_under_a_seed_and_leaves_its_input_alone(trained, ctx):
     before = _state(trained)
-    runs = [IBAU(rounds=1, batch_size=32).defend(trained, None, ctx) for _ in range(2)]
+    runs = [IBAU(rounds=1, batch_size=32, steps=None).defend(trained, None, ctx) for _ in range(2)]
     assert runs[0].fields == runs[1].fields
     assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in runs[0].model.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())

@@ -52,9 +52,10 @@ arm()
 results = {}
 for name, params in TINY.items():
     ctx = TextMethodContext(data, 0, offline_lm=ToyLM, memo={})
+    defense = DEFENSES.get(name)(**params)  # the harness builds the defense; the tripwire watches defend()
     armed[0], before, error = True, len(violations), None
     try:
-        out = DEFENSES.get(name)(**params).defend(model, exposed, ctx)
+        out = defense.defend(model, exposed, ctx)
         if out.model is not None:
             from ebyd_bench.benchmark.text.common import predict_texts
             predict_texts(out.model, probe)  # input filters run at prediction time
