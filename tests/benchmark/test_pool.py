@@ -70,4 +70,3 @@ def test_ray_executor_gives_the_records_of_the_local_one(tiny_grid, seeded_cache
     assert run(out, seeded_cache, data_root, "--executor", "ray", "--jobs", "2") == 0  # a local Ray instance
     assert "4 cells run, 0 resumed, 2 poisoned models trained" in capsys.readouterr().out
     assert metrics(out) == metrics(tiny_grid)
-    assert (out / "run.log").read_text().count("grid.runner: cell ") == 4  # the workers' lines reach run.log
