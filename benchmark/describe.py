@@ -11,7 +11,7 @@ import typing
 from typing import Any
 
 from ebyd_bench.benchmark.registry import Registry
-from ebyd_bench.benchmark.catalog import settable_parameters
+from ebyd_bench.benchmark.catalog import describe_live
 
 _BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$")
@@ -28,7 +28,7 @@ def describe(registry: Registry, name: str) -> str:
     if registry.kind == "datasets":
         return "\n".join(lines + ["grid fields: dataset: {name: %s, train_subset, test_subset, defense_size} "
                                    "(see docs/configuration.md)" % name])
-    rows = parameters(obj)
+    rows = parameters(obj, registry.kind)
     if not rows:
         return "\n".join(lines + ["no parameters"])
     where = ("model: {name: %s, params: {<parameter>: <value>}}" if registry.kind == "models"
@@ -46,18 +46,12 @@ def plain_doc(doc: str | None) -> str:
     return _ROLE.sub(r"\1", inspect.cleandoc(doc or "")).replace("``", "")
 
 
-def parameters(obj: Any) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, note) of every parameter a grid may set: a dataclass's init fields, else a
-    factory's keyword arguments (models) except those the harness supplies."""
-    if dataclasses.is_dataclass(obj):
-        hints = typing.get_type_hints(obj, include_extras=True)
-        notes = field_notes(obj)
-        return [(f.name, type_text(hints.get(f.name, f.type)), repr(_default(f)), notes.get(f.name, ""))
-                for f in dataclasses.fields(obj) if f.init]
-    hints = typing.get_type_hints(obj, include_extras=True)
-    return [(p.name, type_text(hints[p.name]) if p.name in hints else "",
-             "(required)" if p.default is p.empty else repr(p.default), "")
-            for p in settable_parameters(obj).values()]
+def parameters(obj: Any, kind: str = "attacks") -> list[tuple[str, str, str, str]]:
+    """(name, type, default, note) of every parameter a grid may set: a dataclass's init fields, or a
+    model factory's keyword arguments except those the harness supplies (``kind="models"``)."""
+    notes = field_notes(obj) if dataclasses.is_dataclass(obj) else {}
+    return [(name, type_text(p.type) if p.type is not Any else "", "(required)" if p.required else repr(p.default),
+             notes.get(name, "")) for name, p in describe_live(kind, "", obj).params.items()]
 
 
 def type_text(hint: Any) -> str:
@@ -99,11 +93,3 @@ def field_notes(cls: type) -> dict[str, str]:
             if match and match.group(1) in getattr(klass, "__annotations__", {}):
                 notes[match.group(1)] = match.group(2).strip()
     return notes
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return "(required)"

@@ -53,9 +53,13 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes_to_the_same_records(tiny_
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "EBYD_PROGRESS": "0"}, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not (out / "run.log").exists() or "stage train" not in (out / "run.log").read_text():
+    # the driver logs a stage when it has finished, so wait for the start of the run and interrupt the
+    # first trainings (about 3 s of work on two cores), not for a "stage" line that may come at the end
+    while not (out / "run.log").exists() or "cells to run" not in (out / "run.log").read_text():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.2)
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the driver and its workers
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
