@@ -31,13 +31,16 @@ def _temp_sibling(path: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:  # name the file a failed write was for (a write error names none)
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    except OSError as exc:
+        raise naming(exc, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def naming(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with the file it was writing (a failed ``write`` names none), for a one-line message."""
+    return exc if exc.filename is not None else OSError(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

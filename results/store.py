@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from ebyd_bench.benchmark.io import atomic_write_text, cache_lock
+from ebyd_bench.benchmark.io import atomic_write_text, cache_lock, naming
 from ebyd_bench.results.schema import CellRecord
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,6 @@ def _append_whole(path: Path, data: bytes) -> None:
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, start)
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise naming(exc, path)
     finally:
         os.close(fd)
