@@ -34,6 +34,7 @@ class BenchSetting:
     steps: int = 40
     precision: str = "auto"
     device: str = "cpu"
+    compile: str = "off"  # the project loop's torch.compile mode (TrainRecipe.compile)
     seed: int = 0
 
 
@@ -48,11 +49,13 @@ def _data(setting: BenchSetting, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def project_loop(setting: BenchSetting) -> float:
-    """Images per second of ``train_classifier`` (one epoch of ``steps`` batches, after one warm-up epoch)."""
+    """Images per second of ``train_classifier`` (one epoch of ``steps`` batches, after one warm-up epoch,
+    which also pays for the compilation when ``setting.compile`` asks for one)."""
     n = setting.steps * setting.batch_size
     images, labels = _data(setting, n)
     recipe = resolve_precision(TrainRecipe(name="bench", epochs=1, batch_size=setting.batch_size,
-                                           schedule="multistep", precision=setting.precision), setting.device)
+                                           schedule="multistep", precision=setting.precision,
+                                           compile=setting.compile), setting.device)
     model = MODELS.get(setting.model)(num_classes=10)
     warm = replace(recipe, epochs=1)
     train_classifier(model, images[: 4 * setting.batch_size], labels[: 4 * setting.batch_size], warm,

@@ -43,7 +43,7 @@ def stable_hash(obj: Any) -> str:
 #: field at that value is left out of the key, so caches built before it existed stay valid, and
 #: any other value enters the key as usual.
 LATER_FIELDS: dict[str, Any] = {"precision": "fp32", "defense_in_training": False, "group_by_length": False,
-                               "fraction": 0.0, "prune_bias": False, "decision_frr": None}
+                               "fraction": 0.0, "prune_bias": False, "decision_frr": None, "compile": "off"}
 
 
 def key_stable(payload: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,11 @@ class TrainRecipe:
     #: AMX/AVX512-BF16 and on GPUs; "fp32" is the paper's precision; "auto" becomes bf16 where the
     #: hardware has native bf16 and fp32 elsewhere (resolved before any cache key is computed)
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    #: "off" trains the model as it is; the others wrap it in ``torch.compile`` with that mode for the
+    #: training steps ("reduce-overhead" adds CUDA graphs on a GPU). Off by default: whether it pays at
+    #: batch 128 is for ``ebyd-bench bench --compile MODE`` to show on each device; compiled kernels
+    #: round differently, so the mode is part of the model's cache key
+    compile: Literal["off", "default", "reduce-overhead"] = "off"
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -110,12 +115,13 @@ def train_classifier(model: nn.Module, images: np.ndarray, labels: np.ndarray, r
                           weight_decay=recipe.weight_decay)
     steps = (len(data) + recipe.batch_size - 1) // recipe.batch_size
     sched = _scheduler(opt, recipe, steps)
+    forward = model if recipe.compile == "off" else torch.compile(model, mode=recipe.compile)
     with progress(total=recipe.epochs * steps, desc=desc, unit="step", leave=False) as bar:
         for epoch in range(recipe.epochs):
             running, since = torch.zeros((), device=device), 0
             for step, (x, y) in enumerate(data.batches(recipe.batch_size, gen, recipe.augmentation), 1):
                 with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=recipe.precision == "bf16"):
-                    loss = F.cross_entropy(model(x), y)
+                    loss = F.cross_entropy(forward(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=_positive, default=128)
     bench.add_argument("--steps", type=_positive, default=40, help="timed training steps per loop (default: 40)")
     bench.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="auto")
+    bench.add_argument("--compile", choices=["off", "default", "reduce-overhead"], default="off",
+                       help="torch.compile mode of the project loop (reduce-overhead: CUDA graphs on a GPU); "
+                            "compare with --compile off to see whether it pays (default: off)")
     bench.add_argument("--config", type=Path, default=None, help="grid whose victim training to project")
     bench.add_argument("--jobs", type=_positive, default=1, help="concurrent workers assumed by the projection")
     bench.add_argument("--data-root", type=Path, default=None, help="data folder (with --config)")
@@ -258,13 +261,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ebyd_bench.benchmark.grid.config import load_config
 
         grid = load_config(args.config)
-    setting = bench.BenchSetting(args.model, args.batch_size, args.steps, args.precision, args.device)
+    setting = bench.BenchSetting(args.model, args.batch_size, args.steps, args.precision, args.device,
+                                 compile=args.compile)
     figures: dict[str, Any] = {"setting": dataclasses.asdict(setting)}
     figures["project_img_per_s"] = bench.project_loop(setting)
     figures["bare_img_per_s"] = bench.bare_loop(setting)
     figures["project_share_of_bare"] = figures["project_img_per_s"] / figures["bare_img_per_s"]
-    print(f"{args.model} batch {args.batch_size} on {args.device}: project loop {figures['project_img_per_s']:,.0f} "
-          f"img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s ({figures['project_share_of_bare']:.0%})")
+    compiled = "" if args.compile == "off" else f" (compiled, {args.compile})"
+    print(f"{args.model} batch {args.batch_size} on {args.device}: project loop{compiled} "
+          f"{figures['project_img_per_s']:,.0f} img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s ({figures['project_share_of_bare']:.0%})")
     if args.records is not None:
         from ebyd_bench.results import load_results
 

@@ -113,6 +113,8 @@ class ImageDomain(Domain):
             notes.append("D_d was also part of victim training (ablation; by default it is held out)")
         if recipe.precision != "fp32":
             notes.append(f"victims trained under {recipe.precision} autocast")
+        if recipe.compile != "off":
+            notes.append(f"victims trained with torch.compile (mode {recipe.compile})")
         return notes + self.subset_and_attack_notes(attack)
 
 

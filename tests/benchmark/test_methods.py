@@ -132,3 +132,35 @@ def test_bf16_recipe_trains_float32_weights_deterministically():
     assert all(v.dtype == fp32[k].dtype for k, v in runs[0].items())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not torch.equal(runs[0]["conv1.weight"], fp32["conv1.weight"])
+
+
+def test_compiled_training_repeats_exactly_returns_the_plain_model_and_keys_only_when_on():
+    """recipe.compile wraps the training steps in torch.compile: runs repeat exactly, the weights stay
+    those of the eager loop up to rounding, the model handed back (and cached) is the plain module, and
+    the mode enters the cache key only when it is not "off" (keys of earlier caches stay valid)."""
+    from dataclasses import asdict
+
+    import numpy as np
+    from torch import nn
+
+    from ebyd_bench.benchmark.cache import key_stable
+    from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 48)
+
+    def train(mode):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        recipe = TrainRecipe(epochs=2, batch_size=32, augmentation="flip", compile=mode)
+        return train_classifier(net, x, y, recipe, seed=0)
+
+    compiled, again, eager = train("default"), train("default"), train("off")
+    assert type(compiled) is nn.Sequential
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in compiled.state_dict().items())
+    assert all(torch.allclose(v.float(), eager.state_dict()[k].float(), atol=1e-4)
+               for k, v in compiled.state_dict().items())
+    assert "compile" not in key_stable(asdict(TrainRecipe()))
+    assert key_stable(asdict(TrainRecipe(compile="default")))["compile"] == "default"

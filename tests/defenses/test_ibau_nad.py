@@ -1,20 +1,22 @@
 """I-BAU and NAD as their original code runs them (issue 19; docs/methods.md §7.3-3, §7.3-5).
 
-Pinned here: I-BAU's universal perturbation is scaled onto its L2 ball before any unlearning step sees
-it (the unbounded δ reached norms of 39–714 and collapsed every model to one class); with it and the
-ResNet learning rate, I-BAU keeps a trained model's accuracy on ``D_d``; NAD distils the layer2/3/4
-attention maps with the β of ``bboylyg/NAD`` (500, 1000, 1000); both are deterministic under a seed.
-Tiny models only.
+Pinned here: I-BAU's hypergradient is the implicit one of the original's ``fixed_point``; its
+universal perturbation is scaled onto its L2 ball before any unlearning step sees it (the unbounded δ
+reached norms of 39–714 and collapsed every model to one class); with it and the ResNet learning rate,
+I-BAU keeps a trained model's accuracy on ``D_d``; NAD distils the layer2/3/4 attention maps with the
+β of ``bboylyg/NAD`` (500, 1000, 1000); both are deterministic under a seed. Tiny models only.
 """
 
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call, grad, jacrev
 
 from ebyd_bench.benchmark.defenses.ibau import ImplicitBackdoorAdversarialUnlearning as IBAU
 from ebyd_bench.benchmark.defenses.nad import NeuralAttentionDistillation as NAD
 from ebyd_bench.benchmark.methods import DefenseData, MethodContext
 from ebyd_bench.benchmark.models.resnet_cifar import resnet18_narrow
+from ebyd_bench.benchmark.tensors import normalize
 from ebyd_bench.benchmark.training import TrainRecipe, train_classifier
 
 K = 10
@@ -74,6 +76,47 @@ def test_ibau_rounds_take_the_originals_number_of_batches_whatever_the_size_of_d
     order = [float(x) for x, _ in IBAU().round_batches(split)]
     assert len(order) == 50 and order[:7] == [0, 1, 2, 3, 4, 0, 1]  # ten passes, in D_d order
     assert [float(x) for x, _ in IBAU(steps=None).round_batches(split)] == [0, 1, 2, 3, 4]  # one pass
+
+
+def test_ibau_hypergradient_is_the_implicit_gradient_with_k_fixed_point_terms():
+    """Against an independent computation with explicit Jacobians (float64, a linear model):
+    dL_out/dθ = ∂_θ L_out + (∂_θ Φ)ᵀ Σ_{k<K} (∂_δ Φ)ᵀᵏ ∂_δ L_out,  Φ = δ − η ∇_δ L_in — what the
+    original's ``hypergrad.fixed_point`` computes with K fixed-point iterations."""
+    gen = torch.Generator().manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)).double()
+    x = torch.rand(6, 3, 2, 2, generator=gen, dtype=torch.float64)  # the outer batch
+    x0 = torch.rand(5, 3, 2, 2, generator=gen, dtype=torch.float64)  # the inner (first) batch
+    y, y0 = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([3, 2, 1, 0, 3])
+    delta = 0.3 * torch.randn(1, 3, 2, 2, generator=gen, dtype=torch.float64)
+    rows = torch.tensor([1, 4])
+    ibau = IBAU(fixed_point_iters=3, inner_lr=0.1, delta_reg=0.001)
+    params = list(net.parameters())
+    got = ibau.hypergradient(net, params, delta, (x0, y0), x, y, rows)
+
+    names = [n for n, _ in net.named_parameters()]
+    theta = {n: p.detach().clone() for n, p in net.named_parameters()}
+    onehot = torch.zeros(6, 1, 1, 1, dtype=torch.float64).index_fill(0, rows, 1.0)
+
+    def f(th, inputs):
+        return functional_call(net, th, (normalize(inputs),))
+
+    def outer(d, th):
+        return torch.nn.functional.cross_entropy(f(th, x + onehot * d), y)
+
+    def inner(d, th):
+        return -torch.nn.functional.cross_entropy(f(th, x0 + d), y0) + 0.001 * d.pow(2).sum()
+
+    def phi(d, th):
+        return d - 0.1 * grad(inner)(d, th)
+
+    j_delta = jacrev(phi, argnums=0)(delta, theta).reshape(12, 12)  # ∂Φ/∂δ
+    j_theta = jacrev(phi, argnums=1)(delta, theta)  # ∂Φ/∂θ, per parameter
+    g_delta = grad(outer, argnums=0)(delta, theta).reshape(12)
+    g_theta = grad(outer, argnums=1)(delta, theta)
+    v = sum(torch.linalg.matrix_power(j_delta.T, k) @ g_delta for k in range(3))
+    for name, g in zip(names, got):
+        indirect = torch.einsum("i,i...->...", v, j_theta[name].reshape(12, *theta[name].shape))
+        torch.testing.assert_close(g, g_theta[name] + indirect)
 
 
 def test_ibau_no_unlearning_step_sees_a_perturbation_beyond_its_bound(trained, ctx, monkeypatch):
