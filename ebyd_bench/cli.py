@@ -269,7 +269,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     figures["project_share_of_bare"] = figures["project_img_per_s"] / figures["bare_img_per_s"]
     compiled = "" if args.compile == "off" else f" (compiled, {args.compile})"
     print(f"{args.model} batch {args.batch_size} on {args.device}: project loop{compiled} "
-          f"{figures['project_img_per_s']:,.0f} img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s ({figures['project_share_of_bare']:.0%})")
+          f"{figures['project_img_per_s']:,.0f} img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s "
+          f"({figures['project_share_of_bare']:.0%})")
     if args.records is not None:
         from ebyd_bench.results import load_results
 
