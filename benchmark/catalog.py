@@ -120,10 +120,18 @@ def describe_live(kind: str, name: str, obj: Any, source: str = "builtin") -> De
 def _live_params(kind: str, obj: Any) -> dict[str, Param]:
     if kind == "models":
         hints = typing.get_type_hints(obj, include_extras=True)
-        return {p.name: Param(hints.get(p.name, Any), p.default is p.empty, None if p.default is p.empty else p.default)
+        return {p.name: Param(hints.get(p.name, Any), p.default is p.empty,
+                              None if p.default is p.empty else p.default)
                 for p in settable_parameters(obj).values()}
+    target = parameter_dataclass(kind, obj)
+    return {} if target is None else dataclass_params(target)
+
+
+def parameter_dataclass(kind: str, obj: Any) -> type | None:
+    """The dataclass whose fields a grid sets for this entry (a method, or a domain's recipe); None for
+    datasets and anything else that takes no parameters (models take keyword arguments instead)."""
     target = obj.recipe_type if kind == "domains" else obj
-    return {} if kind == "datasets" or not dataclasses.is_dataclass(target) else dataclass_params(target)
+    return None if kind == "datasets" or not dataclasses.is_dataclass(target) else target
 
 
 def dataclass_params(cls: type) -> dict[str, Param]:

@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any
 
-from ebyd_bench.benchmark.catalog import CATALOG_PATH, describe_live, settable_parameters, source_digest, to_json
+from ebyd_bench.benchmark.catalog import (CATALOG_PATH, describe_live, parameter_dataclass, settable_parameters,
+                                          source_digest, to_json)
 from ebyd_bench.benchmark.io import atomic_write_text
 from ebyd_bench.benchmark.registries import ALL, DOMAINS, TEXT_BACKENDS
 
@@ -24,8 +25,9 @@ def build() -> dict[str, Any]:
     entries: dict[str, dict[str, Any]] = {}
     for kind, registry in REGISTRIES.items():
         registry._load_builtins()  # describe what the modules register, whatever the old catalog says
-        entries[kind] = {name: to_json(describe_live(kind, name, registry.get(name)), annotations(kind, registry.get(name)))
-                         for name in registry.names() if registry.source(name) == "builtin"}
+        entries[kind] = {name: to_json(describe_live(kind, name, obj), annotations(kind, obj))
+                         for name in registry.names() if registry.source(name) == "builtin"
+                         for obj in [registry.get(name)]}
     return {"source_digest": source_digest(), "entries": entries}
 
 
@@ -33,10 +35,8 @@ def annotations(kind: str, obj: Any) -> dict[str, str]:
     """Each parameter's annotation as written in the source (modules use ``from __future__ import annotations``)."""
     if kind == "models":
         return {p.name: _text(p.annotation) for p in settable_parameters(obj).values()}
-    target = obj.recipe_type if kind == "domains" else obj
-    if kind == "datasets" or not dataclasses.is_dataclass(target):
-        return {}
-    return {f.name: _text(f.type) for f in dataclasses.fields(target) if f.init}
+    target = parameter_dataclass(kind, obj)
+    return {} if target is None else {f.name: _text(f.type) for f in dataclasses.fields(target) if f.init}
 
 
 def _text(annotation: Any) -> str:
