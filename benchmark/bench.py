@@ -7,16 +7,20 @@ Two loops on the same model, batch size and synthetic CIFAR-sized data:
 * **bare**: the least a loop can do: pre-normalised batches already on the device, no augmentation,
   one read of the loss at the end. Its throughput is the ceiling the project loop is measured against.
 
-With a grid config, the measured project throughput projects the grid's victim-training time
-(poisoned models × epochs × training images), divided among ``jobs`` concurrent workers as if they
-did not slow each other down (an upper bound on the gain; on a GPU that is nearly true at batch 128,
-where one process leaves it mostly idle). Stage times of an earlier run come from its records.
+With ``jobs`` > 1 the project loop also runs in that many processes at once on the same device
+(the way ``run --jobs`` shares it), started together after their warm-up: their summed throughput is
+the measured aggregate, and each worker's peak device memory is the per-stage footprint that decides
+how many fit. With a grid config, the throughput projects the grid's victim-training time (poisoned
+models × epochs × training images): at the measured aggregate, or in one worker. Stage times of an
+earlier run come from its records.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import queue
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,23 +52,105 @@ def _data(setting: BenchSetting, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
 
 
-def project_loop(setting: BenchSetting) -> float:
-    """Images per second of ``train_classifier`` (one epoch of ``steps`` batches, after one warm-up epoch,
-    which also pays for the compilation when ``setting.compile`` asks for one)."""
-    n = setting.steps * setting.batch_size
-    images, labels = _data(setting, n)
+@dataclass(frozen=True)
+class Throughput:
+    """Images per second of a training loop, and the most device memory it held (``None`` on CPU)."""
+
+    img_per_s: float
+    peak_gpu_bytes: int | None = None
+
+
+def _peak_gpu_bytes(device: str) -> int | None:
+    """Most memory the caching allocator reserved on a GPU (what another process cannot use)."""
+    return int(torch.cuda.max_memory_reserved(device)) if torch.device(device).type == "cuda" else None
+
+
+def _warm_project_loop(setting: BenchSetting) -> tuple[torch.nn.Module, np.ndarray, np.ndarray, TrainRecipe]:
+    """Model, data and recipe of the project loop, after one untimed warm-up epoch of four batches (which
+    also pays for the compilation when ``setting.compile`` asks for one)."""
+    images, labels = _data(setting, setting.steps * setting.batch_size)
     recipe = resolve_precision(TrainRecipe(name="bench", epochs=1, batch_size=setting.batch_size,
                                            schedule="multistep", precision=setting.precision,
                                            compile=setting.compile), setting.device)
     model = MODELS.get(setting.model)(num_classes=10)
-    warm = replace(recipe, epochs=1)
-    train_classifier(model, images[: 4 * setting.batch_size], labels[: 4 * setting.batch_size], warm,
-                     setting.seed, setting.device, desc="warm-up")
+    warm = 4 * setting.batch_size
+    train_classifier(model, images[:warm], labels[:warm], recipe, setting.seed, setting.device, desc="warm-up")
     _synchronize(setting.device)
-    start = time.perf_counter()
+    return model, images, labels, recipe
+
+
+def _timed_epoch(setting: BenchSetting, prepared: tuple) -> tuple[float, float]:
+    """Start and end (``time.monotonic``, comparable across processes) of one timed epoch."""
+    model, images, labels, recipe = prepared
+    start = time.monotonic()
     train_classifier(model, images, labels, recipe, setting.seed, setting.device, desc="bench")
     _synchronize(setting.device)
-    return n / (time.perf_counter() - start)
+    return start, time.monotonic()
+
+
+def project_loop(setting: BenchSetting) -> Throughput:
+    """Throughput of ``train_classifier``: one timed epoch of ``steps`` batches after the warm-up."""
+    prepared = _warm_project_loop(setting)
+    if torch.device(setting.device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setting.device)
+    start, end = _timed_epoch(setting, prepared)
+    return Throughput(setting.steps * setting.batch_size / (end - start), _peak_gpu_bytes(setting.device))
+
+
+def _concurrent_worker(setting: BenchSetting, threads: int, barrier: Any, results: Any) -> None:
+    """One of :func:`concurrent_project_loops`' processes: warm up, wait for the others, time one epoch."""
+    try:
+        torch.set_num_threads(threads)
+        prepared = _warm_project_loop(setting)
+        barrier.wait()
+        start, end = _timed_epoch(setting, prepared)
+        results.put((start, end, _peak_gpu_bytes(setting.device), None))
+    except BaseException as error:  # noqa: BLE001 - reported by the parent, which raises
+        barrier.abort()
+        results.put((0.0, 0.0, None, f"{type(error).__name__}: {error}"))
+
+
+def _collect(procs: list[Any], barrier: Any, results: Any) -> list[tuple]:
+    """Every worker's report; a worker that died without one (killed, out of memory) releases the others
+    from the barrier and counts as an error."""
+    reports: list[tuple] = []
+    while len(reports) < len(procs):
+        try:
+            reports.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+            if dead:
+                barrier.abort()
+                return reports + [(0.0, 0.0, None, f"a worker exited with code {dead[0]} without a report")]
+    return reports
+
+
+def concurrent_project_loops(setting: BenchSetting, workers: int, threads: int) -> tuple[Throughput, list[float]]:
+    """The project loop in ``workers`` processes at once on ``setting.device``, ``threads`` intra-op threads
+    each (``run --jobs`` gives a worker its share of the cores), timed from a common start after every
+    warm-up.
+
+    Returns the aggregate (all images over the span from the first start to the last end; the
+    largest worker's peak memory) and each worker's own images per second."""
+    context = mp.get_context("spawn")  # CUDA cannot be forked
+    barrier, results = context.Barrier(workers), context.Queue()
+    procs = [context.Process(target=_concurrent_worker, args=(setting, threads, barrier, results))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        reports = _collect(procs, barrier, results)
+    finally:
+        for proc in procs:
+            proc.join()
+    errors = [error for *_, error in reports if error]
+    if errors:
+        raise RuntimeError(f"a concurrent bench worker failed: {errors[0]}")
+    n = setting.steps * setting.batch_size
+    span = max(end for _, end, _, _ in reports) - min(start for start, _, _, _ in reports)
+    peaks = [peak for _, _, peak, _ in reports if peak is not None]
+    aggregate = Throughput(workers * n / span, max(peaks) if peaks else None)
+    return aggregate, [n / (end - start) for start, end, _, _ in reports]
 
 
 def bare_loop(setting: BenchSetting) -> float:
@@ -113,12 +199,12 @@ def stage_seconds(records: Any) -> dict[str, float]:
     return out
 
 
-def project_training(grid: Any, train_split: int, images_per_second: float, jobs: int) -> dict[str, Any]:
+def project_training(grid: Any, train_split: int, images_per_second: float, jobs: int = 1) -> dict[str, Any]:
     """Victim-training hours of image ``grid`` (its training split holds ``train_split`` samples) at
-    ``images_per_second`` per worker and ``jobs`` workers."""
+    ``images_per_second``: one worker's rate, or the measured aggregate of ``jobs`` concurrent workers."""
     models = len(grid.models())
     rest = train_split - grid.dataset.defense_size
     train_size = min(grid.dataset.train_subset or rest, rest)
     seconds = models * grid.recipe.epochs * train_size / images_per_second
-    return {"models": models, "epochs": grid.recipe.epochs, "train_images": train_size,
-            "one_worker_hours": seconds / 3600, "jobs": jobs, "hours_at_jobs": seconds / 3600 / jobs}
+    return {"models": models, "epochs": grid.recipe.epochs, "train_images": train_size, "jobs": jobs,
+            "img_per_s": images_per_second, "hours": seconds / 3600}

@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="torch.compile mode of the project loop (reduce-overhead: CUDA graphs on a GPU); "
                             "compare with --compile off to see whether it pays (default: off)")
     bench.add_argument("--config", type=Path, default=None, help="grid whose victim training to project")
-    bench.add_argument("--jobs", type=_positive, default=1, help="concurrent workers assumed by the projection")
+    bench.add_argument("--jobs", type=_positive, default=1,
+                       help="also run N project loops at once on the device and measure their aggregate "
+                            "img/s and per-worker memory; the projection then uses that rate (default: 1)")
     bench.add_argument("--data-root", type=Path, default=None, help="data folder (with --config)")
     bench.add_argument("--records", type=Path, default=None, help="a run's folder: mean seconds per stage kind")
     bench.add_argument("--out", type=Path, default=None, help="also write the figures to OUT/bench.json")
@@ -264,13 +266,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     setting = bench.BenchSetting(args.model, args.batch_size, args.steps, args.precision, args.device,
                                  compile=args.compile)
     figures: dict[str, Any] = {"setting": dataclasses.asdict(setting)}
-    figures["project_img_per_s"] = bench.project_loop(setting)
+    project = bench.project_loop(setting)
+    figures["project_img_per_s"], figures["project_peak_gpu_bytes"] = project.img_per_s, project.peak_gpu_bytes
     figures["bare_img_per_s"] = bench.bare_loop(setting)
     figures["project_share_of_bare"] = figures["project_img_per_s"] / figures["bare_img_per_s"]
     compiled = "" if args.compile == "off" else f" (compiled, {args.compile})"
     print(f"{args.model} batch {args.batch_size} on {args.device}: project loop{compiled} "
           f"{figures['project_img_per_s']:,.0f} img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s "
-          f"({figures['project_share_of_bare']:.0%})")
+          f"({figures['project_share_of_bare']:.0%}){_gib(project.peak_gpu_bytes, ', peak {} GiB')}")
+    rate = figures["project_img_per_s"]
+    if args.jobs > 1:
+        from ebyd_bench.benchmark.grid.pool import STAGE_GPU_BYTES, worker_threads
+
+        aggregate, each = bench.concurrent_project_loops(setting, args.jobs, worker_threads(args.jobs))
+        rate = aggregate.img_per_s
+        figures["concurrent"] = {"jobs": args.jobs, "aggregate_img_per_s": rate, "worker_img_per_s": each,
+                                 "peak_gpu_bytes_per_worker": aggregate.peak_gpu_bytes}
+        print(f"{args.jobs} project loops at once: {rate:,.0f} img/s together "
+              f"({min(each):,.0f}-{max(each):,.0f} each){_gib(aggregate.peak_gpu_bytes, ', at most {} GiB per worker')}")
+        if aggregate.peak_gpu_bytes:
+            import torch
+
+            free = torch.cuda.mem_get_info(torch.device(args.device))[0]
+            print(f"the free device memory holds {free // aggregate.peak_gpu_bytes} such workers (without --jobs, "
+                  f"run assumes {STAGE_GPU_BYTES / 2**30:.0f} GiB a stage)")
     if args.records is not None:
         from ebyd_bench.results import load_results
 
@@ -280,16 +299,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ebyd_bench.benchmark.registries import DATASETS
 
         data = DATASETS.get(grid.dataset.name)(_data_root(args.data_root))
-        projection = bench.project_training(grid, len(data.train), figures["project_img_per_s"], args.jobs)
-        figures["projection"] = {"config": str(args.config), **projection}
-        print(f"{grid.name}: {projection['models']} poisoned models × {projection['epochs']} epochs × "
-              f"{projection['train_images']:,} images: {projection['one_worker_hours']:.2f} h in one worker, "
-              f"{projection['hours_at_jobs']:.2f} h at --jobs {args.jobs} (victim training only)")
+        one = bench.project_training(grid, len(data.train), figures["project_img_per_s"])
+        projection = bench.project_training(grid, len(data.train), rate, args.jobs)
+        figures["projection"] = {"config": str(args.config), **projection, "one_worker_hours": one["hours"]}
+        at_jobs = f", {projection['hours']:.2f} h at --jobs {args.jobs} (measured)" if args.jobs > 1 else ""
+        print(f"{grid.name}: {one['models']} poisoned models × {one['epochs']} epochs × "
+              f"{one['train_images']:,} images: {one['hours']:.2f} h in one worker{at_jobs} (victim training only)")
     if args.out is not None:
         from ebyd_bench.benchmark.io import atomic_write_json
 
         atomic_write_json(args.out / "bench.json", {**figures, "provenance": provenance(args.device)})
     return 0
+
+
+def _gib(count: int | None, template: str) -> str:
+    """``template`` filled with ``count`` bytes in GiB, or nothing when there is no count (CPU)."""
+    return "" if count is None else template.format(f"{count / 2**30:.2f}")
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:

@@ -19,13 +19,24 @@ def test_bench_measures_both_loops_and_projects_a_grid(tmp_path, data_root, caps
     assert "project loop" in out and "bare loop" in out
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert figures["project_img_per_s"] > 0 and figures["bare_img_per_s"] > 0
+    assert figures["project_peak_gpu_bytes"] is None  # a CPU holds no device memory
+    concurrent = figures["concurrent"]  # --jobs 2: two loops measured at once
+    assert concurrent["jobs"] == 2 and len(concurrent["worker_img_per_s"]) == 2
+    assert concurrent["aggregate_img_per_s"] > 0 and "2 project loops at once" in out
     projection = figures["projection"]
     # tiny.yaml: two poisoned models, one epoch, train_subset 600 of the 49,900 left beside D_d
     assert (projection["models"], projection["epochs"], projection["train_images"]) == (2, 1, 600)
-    expected = 2 * 1 * 600 / figures["project_img_per_s"] / 3600
-    assert abs(projection["one_worker_hours"] - expected) < 1e-9
-    assert abs(projection["hours_at_jobs"] - expected / 2) < 1e-9
+    one_worker = 2 * 1 * 600 / figures["project_img_per_s"] / 3600
+    assert abs(projection["one_worker_hours"] - one_worker) < 1e-9
+    assert abs(projection["hours"] - 2 * 1 * 600 / concurrent["aggregate_img_per_s"] / 3600) < 1e-9
     assert figures["setting"]["batch_size"] == 16 and "hardware" in figures["provenance"]
+
+
+def test_a_failing_concurrent_worker_is_one_error():
+    from ebyd_bench.benchmark.bench import BenchSetting, concurrent_project_loops
+
+    with pytest.raises(RuntimeError, match="concurrent bench worker failed: .*no_such_model"):
+        concurrent_project_loops(BenchSetting(model="no_such_model", steps=1, batch_size=4, precision="fp32"), 2, 1)
 
 
 @pytest.mark.e2e  # runs a grid
@@ -35,3 +46,17 @@ def test_bench_reads_stage_times_from_a_run(tiny_grid, capsys):
 
     seconds = stage_seconds(load_results(tiny_grid))
     assert {"train", "expose", "defend", "evaluate"} <= set(seconds) and all(v >= 0 for v in seconds.values())
+
+
+def test_a_worker_killed_without_a_report_releases_the_others():
+    import queue
+    from types import SimpleNamespace
+
+    from ebyd_bench.benchmark.bench import _collect
+
+    aborted = []
+    barrier = SimpleNamespace(abort=lambda: aborted.append(True))
+    results = queue.Queue()
+    results.put((1.0, 2.0, None, None))  # one worker finished; the other was killed (SIGKILL: exit code -9)
+    reports = _collect([SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)], barrier, results)
+    assert aborted and len(reports) == 2 and "exited with code -9" in reports[1][3]
