@@ -192,10 +192,31 @@ def stage_seconds(records: Any) -> dict[str, float]:
             once = once.drop_duplicates(subset=unique)
             if len(once):
                 out[kind] = float(once["_t"].mean())
-    for kind in ("defend", "evaluate", "diagnostics"):
+    for kind in CELL_PARTS:
         values = [t[kind] for t in timings if kind in t]
         if values:
             out[kind] = float(np.mean(values))
+    return out
+
+
+#: the parts of a cell's time, as its record's ``timings`` name them
+CELL_PARTS = ("defend", "evaluate", "diagnostics")
+
+
+def method_seconds(records: Any) -> dict[tuple[str, str], float]:
+    """Mean seconds of each exposure, ``("expose", label)``, every exposed model counted once, and of each
+    defense's cell, ``("cell", label)``: its defend, evaluate and diagnostics parts, in a run's records."""
+    if records.empty or "timings" not in records:
+        return {}
+    timings = records["timings"].apply(lambda t: t if isinstance(t, dict) else {})
+    out: dict[tuple[str, str], float] = {}
+    if "exposure_key" in records:
+        exposed = records.assign(_t=timings.map(lambda t: t.get("expose"))).dropna(subset=["exposure_key", "_t"])
+        for label, part in exposed.drop_duplicates(subset="exposure_key").groupby("exposure_label"):
+            out[("expose", str(label))] = float(part["_t"].mean())
+    cells = records.assign(_t=timings.map(lambda t: sum(t.get(k, 0.0) for k in CELL_PARTS)))
+    for label, part in cells.groupby("defense_label"):
+        out[("cell", str(label))] = float(part["_t"].mean())
     return out
 
 

@@ -290,26 +290,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             free = torch.cuda.mem_get_info(torch.device(args.device))[0]
             print(f"the free device memory holds {free // aggregate.peak_gpu_bytes} such workers (without --jobs, "
                   f"run assumes {STAGE_GPU_BYTES / 2**30:.0f} GiB a stage)")
+    records = None
     if args.records is not None:
         from ebyd_bench.results import load_results
 
-        figures["stage_seconds"] = bench.stage_seconds(load_results(args.records))
+        records = load_results(args.records)
+        figures["stage_seconds"] = bench.stage_seconds(records)
         print("mean seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in figures["stage_seconds"].items()))
     if grid is not None:
-        from ebyd_bench.benchmark.registries import DATASETS
-
-        data = DATASETS.get(grid.dataset.name)(_data_root(args.data_root))
-        one = bench.project_training(grid, len(data.train), figures["project_img_per_s"])
-        projection = bench.project_training(grid, len(data.train), rate, args.jobs)
-        figures["projection"] = {"config": str(args.config), **projection, "one_worker_hours": one["hours"]}
-        at_jobs = f", {projection['hours']:.2f} h at --jobs {args.jobs} (measured)" if args.jobs > 1 else ""
-        print(f"{grid.name}: {one['models']} poisoned models × {one['epochs']} epochs × "
-              f"{one['train_images']:,} images: {one['hours']:.2f} h in one worker{at_jobs} (victim training only)")
+        figures["projection"] = _project(args, grid, figures["project_img_per_s"], rate, records)
     if args.out is not None:
         from ebyd_bench.benchmark.io import atomic_write_json
 
         atomic_write_json(args.out / "bench.json", {**figures, "provenance": provenance(args.device)})
     return 0
+
+
+def _project(args: argparse.Namespace, grid: Any, one_rate: float, rate: float, records: Any) -> dict[str, Any]:
+    """``bench --config``: the grid's victim training at the measured rates (one worker's, and the
+    aggregate of ``--jobs``), and with ``--records`` its whole wall-clock."""
+    from ebyd_bench.benchmark import bench
+    from ebyd_bench.benchmark.registries import DATASETS
+
+    train_split = len(DATASETS.get(grid.dataset.name)(_data_root(args.data_root)).train)
+    one = bench.project_training(grid, train_split, one_rate)
+    at_jobs = bench.project_training(grid, train_split, rate, args.jobs)
+    out = {"config": str(args.config), **at_jobs, "one_worker_hours": one["hours"]}
+    shown = f", {_duration(at_jobs['hours'])} at --jobs {args.jobs} (measured)" if args.jobs > 1 else ""
+    print(f"{grid.name}: {one['models']} poisoned models × {one['epochs']} epochs × "
+          f"{one['train_images']:,} images: {_duration(one['hours'])} in one worker{shown} (victim training only)")
+    if records is not None:
+        from ebyd_bench.benchmark.grid.projection import project_grid
+
+        measured = bench.method_seconds(records)
+        victim = 3600 * one["hours"] / one["models"]  # one victim's seconds in a worker of its own
+        in_pool = 3600 * at_jobs["hours"] / at_jobs["models"] * args.jobs  # ... in one of --jobs workers
+        whole = project_grid(grid, in_pool, measured, args.jobs)
+        whole["one_worker_hours"] = project_grid(grid, victim, measured)["one_worker_hours"]
+        out["whole_grid"] = whole
+        missing = f"; not in those records (counted as 0): {', '.join(whole['not_measured'])}" \
+            if whole["not_measured"] else ""
+        print(f"{grid.name}, every stage ({whole['stages']}; exposures and cells as long as in {args.records}): "
+              f"{_duration(whole['one_worker_hours'])} in one worker, at least {_duration(whole['hours_at_jobs'])} "
+              f"at --jobs {args.jobs}{missing}")
+    return out
+
+
+def _duration(hours: float) -> str:
+    """``0.15`` → ``9.0 min``, ``2.5`` → ``2.50 h``."""
+    return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.2f} h"
 
 
 def _gib(count: int | None, template: str) -> str:

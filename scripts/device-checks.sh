@@ -7,9 +7,10 @@
 #   source .device/on-device.sh && scripts/device-checks.sh text      "$OUT"   # text pack
 #
 #   speed      training img/s of the project loop against a bare loop at batch 128 (fp32, bf16, CUDA
-#              graphs), at batch 512, and of 4 and 8 loops at once with their memory; projections of
-#              paper-cifar10.yaml and gpu-quick.yaml; then gpu-quick.yaml itself for what is left of
-#              CHECK_SECONDS (records kept; `bench --records` gives its stage times).
+#              graphs), at batch 512, and of 4 and 8 loops at once with their memory; then gpu-quick.yaml
+#              for BadNets and Blend (every defense, both exposures) in what is left of CHECK_SECONDS,
+#              and the whole wall-clock of gpu-quick.yaml and paper-cifar10.yaml projected from its
+#              stage times.
 #   baselines  the setting of the first H200 run (paper-cifar10.yaml, 14 epochs one-cycle, bf16, the full
 #              data) for BadNets, Blend, Trojan and WaNet under every defense, exposures none + CUL.
 #   text       quick-text.yaml on the whole SST-2 split, all six attacks (RIPPLe included).
@@ -67,11 +68,14 @@ speed)
   step bench-512 ebyd-bench bench --device "$device" --steps "$steps" --batch-size "$big" --precision auto \
     --out "$out/bench-batch$big"
   remaining=$(left)
-  if [ "$remaining" -gt 60 ]; then
-    step gpu-quick timeout --signal=INT "$remaining" ebyd-bench run configs/gpu-quick.yaml --out "$out/gpu-quick" \
-      --device "$device" --jobs "$jobs" "${image[@]}"
-    step gpu-quick-stages ebyd-bench bench --device "$device" --steps 2 --batch-size "$batch" \
-      --records "$out/gpu-quick" --out "$out/gpu-quick-stages"
+  if [ "$remaining" -gt 120 ]; then  # a slice of gpu-quick.yaml with every defense times each stage kind
+    step gpu-quick timeout --signal=INT $(( remaining - 60 )) ebyd-bench run configs/gpu-quick.yaml --out "$out/gpu-quick" \
+      --device "$device" --jobs "$jobs" --set 'attacks=[badnets, blend]' "${image[@]}"
+    for config in gpu-quick paper-cifar10; do
+      step "projection-$config" ebyd-bench bench --device "$device" --steps "$steps" --batch-size "$batch" \
+        --precision auto --jobs "$jobs" --config "configs/$config.yaml" --records "$out/gpu-quick" \
+        --out "$out/projection-$config"
+    done
   fi
   ;;
 baselines)

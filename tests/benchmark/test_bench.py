@@ -60,3 +60,29 @@ def test_a_worker_killed_without_a_report_releases_the_others():
     results.put((1.0, 2.0, None, None))  # one worker finished; the other was killed (SIGKILL: exit code -9)
     reports = _collect([SimpleNamespace(exitcode=0), SimpleNamespace(exitcode=-9)], barrier, results)
     assert aborted and len(reports) == 2 and "exited with code -9" in reports[1][3]
+
+
+@pytest.mark.e2e  # reads a grid's records
+def test_the_whole_grid_projection_counts_every_stage_at_its_measured_time(tiny_grid):
+    from ebyd_bench.benchmark.bench import CELL_PARTS, method_seconds
+    from ebyd_bench.benchmark.grid.config import load_configs
+    from ebyd_bench.benchmark.grid.projection import project_grid
+    from ebyd_bench.results import load_results
+
+    records = load_results(tiny_grid)
+    measured = method_seconds(records)
+    grid = load_configs(TINY)[0]
+    projection = project_grid(grid, 10.0, measured, jobs=2)
+    # the same grid: two victims, two CUL exposures and one cell per record, each at the time it took
+    assert projection["stages"] == 2 + 2 + len(records) and not projection["not_measured"]
+    assert projection["train_hours"] * 3600 == pytest.approx(20.0)
+    assert projection["expose_hours"] * 3600 == pytest.approx(2 * measured[("expose", "cul")])
+    cells = sum(sum(t.get(k, 0.0) for k in CELL_PARTS) for t in records["timings"])
+    assert projection["cell_hours"] * 3600 == pytest.approx(cells)
+    total = 20.0 + 2 * measured[("expose", "cul")] + cells
+    assert projection["one_worker_hours"] * 3600 == pytest.approx(total)
+    longest = max(10.0 + (measured[("expose", exposure)] if isinstance(exposure, str) else 0.0) + measured[("cell", defense)]
+                  for exposure, defense in zip(records["exposure_label"], records["defense_label"]))
+    assert projection["hours_at_jobs"] * 3600 == pytest.approx(max(total / 2, longest))
+    other = load_configs(TINY, ["defenses=[none, {name: ft, epochs: 1}]"])[0]
+    assert project_grid(other, 10.0, measured)["not_measured"] == ["cell ft"]
