@@ -12,7 +12,8 @@ With ``jobs`` > 1 the project loop also runs in that many processes at once on t
 the measured aggregate, and each worker's peak device memory is the per-stage footprint that decides
 how many fit. With a grid config, the throughput projects the grid's victim-training time (poisoned
 models × epochs × training images): at the measured aggregate, or in one worker. Stage times of an
-earlier run come from its records.
+earlier run come from its records (per stage kind, and per exposure and defense for the whole-grid
+projection of :mod:`ebyd_bench.benchmark.grid.projection`).
 """
 
 from __future__ import annotations
@@ -180,16 +181,30 @@ def bare_loop(setting: BenchSetting) -> float:
     return setting.steps * setting.batch_size / (time.perf_counter() - start)
 
 
+#: the parts of a cell's time, as its record's ``timings`` name them
+CELL_PARTS = ("defend", "evaluate", "diagnostics")
+
+
+def _timings(records: Any) -> Any:
+    return records["timings"].apply(lambda t: t if isinstance(t, dict) else {})
+
+
+def _once(records: Any, timings: Any, kind: str, unique: str) -> Any:
+    """The records with ``_t``, the seconds of their stage ``kind``, one row per distinct ``unique`` key
+    (a poisoned model or exposure is shared by many cells but ran once)."""
+    timed = records.assign(_t=timings.map(lambda t: t.get(kind))).dropna(subset=[unique, "_t"])
+    return timed.drop_duplicates(subset=unique)
+
+
 def stage_seconds(records: Any) -> dict[str, float]:
     """Mean seconds per stage kind in a run's records (each poisoned model and exposure counted once)."""
     if records.empty or "timings" not in records:
         return {}
-    timings = records["timings"].apply(lambda t: t if isinstance(t, dict) else {})
+    timings = _timings(records)
     out: dict[str, float] = {}
     for kind, unique in (("train", "cache_key"), ("expose", "exposure_key")):
         if unique in records:
-            once = records.assign(_t=timings.map(lambda t: t.get(kind))).dropna(subset=[unique, "_t"])
-            once = once.drop_duplicates(subset=unique)
+            once = _once(records, timings, kind, unique)
             if len(once):
                 out[kind] = float(once["_t"].mean())
     for kind in CELL_PARTS:
@@ -199,20 +214,15 @@ def stage_seconds(records: Any) -> dict[str, float]:
     return out
 
 
-#: the parts of a cell's time, as its record's ``timings`` name them
-CELL_PARTS = ("defend", "evaluate", "diagnostics")
-
-
 def method_seconds(records: Any) -> dict[tuple[str, str], float]:
     """Mean seconds of each exposure, ``("expose", label)``, every exposed model counted once, and of each
     defense's cell, ``("cell", label)``: its defend, evaluate and diagnostics parts, in a run's records."""
     if records.empty or "timings" not in records:
         return {}
-    timings = records["timings"].apply(lambda t: t if isinstance(t, dict) else {})
+    timings = _timings(records)
     out: dict[tuple[str, str], float] = {}
     if "exposure_key" in records:
-        exposed = records.assign(_t=timings.map(lambda t: t.get("expose"))).dropna(subset=["exposure_key", "_t"])
-        for label, part in exposed.drop_duplicates(subset="exposure_key").groupby("exposure_label"):
+        for label, part in _once(records, timings, "expose", "exposure_key").groupby("exposure_label"):
             out[("expose", str(label))] = float(part["_t"].mean())
     cells = records.assign(_t=timings.map(lambda t: sum(t.get(k, 0.0) for k in CELL_PARTS)))
     for label, part in cells.groupby("defense_label"):

@@ -274,22 +274,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"{args.model} batch {args.batch_size} on {args.device}: project loop{compiled} "
           f"{figures['project_img_per_s']:,.0f} img/s, bare loop {figures['bare_img_per_s']:,.0f} img/s "
           f"({figures['project_share_of_bare']:.0%}){_gib(project.peak_gpu_bytes, ', peak {} GiB')}")
-    rate = figures["project_img_per_s"]
-    if args.jobs > 1:
-        from ebyd_bench.benchmark.grid.pool import STAGE_GPU_BYTES, worker_threads
-
-        aggregate, each = bench.concurrent_project_loops(setting, args.jobs, worker_threads(args.jobs))
-        rate = aggregate.img_per_s
-        figures["concurrent"] = {"jobs": args.jobs, "aggregate_img_per_s": rate, "worker_img_per_s": each,
-                                 "peak_gpu_bytes_per_worker": aggregate.peak_gpu_bytes}
-        print(f"{args.jobs} project loops at once: {rate:,.0f} img/s together "
-              f"({min(each):,.0f}-{max(each):,.0f} each){_gib(aggregate.peak_gpu_bytes, ', at most {} GiB per worker')}")
-        if aggregate.peak_gpu_bytes:
-            import torch
-
-            free = torch.cuda.mem_get_info(torch.device(args.device))[0]
-            print(f"the free device memory holds {free // aggregate.peak_gpu_bytes} such workers (without --jobs, "
-                  f"run assumes {STAGE_GPU_BYTES / 2**30:.0f} GiB a stage)")
+    rate = _concurrent(args, setting, figures) if args.jobs > 1 else figures["project_img_per_s"]
     records = None
     if args.records is not None:
         from ebyd_bench.results import load_results
@@ -304,6 +289,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         atomic_write_json(args.out / "bench.json", {**figures, "provenance": provenance(args.device)})
     return 0
+
+
+def _concurrent(args: argparse.Namespace, setting: Any, figures: dict[str, Any]) -> float:
+    """``bench --jobs N``: N project loops at once on the device; returns their aggregate img/s."""
+    from ebyd_bench.benchmark import bench
+    from ebyd_bench.benchmark.grid.pool import STAGE_GPU_BYTES, worker_threads
+
+    aggregate, each = bench.concurrent_project_loops(setting, args.jobs, worker_threads(args.jobs))
+    figures["concurrent"] = {"jobs": args.jobs, "aggregate_img_per_s": aggregate.img_per_s,
+                             "worker_img_per_s": each, "peak_gpu_bytes_per_worker": aggregate.peak_gpu_bytes}
+    print(f"{args.jobs} project loops at once: {aggregate.img_per_s:,.0f} img/s together "
+          f"({min(each):,.0f}-{max(each):,.0f} each){_gib(aggregate.peak_gpu_bytes, ', at most {} GiB per worker')}")
+    if aggregate.peak_gpu_bytes:
+        import torch
+
+        free = torch.cuda.mem_get_info(torch.device(args.device))[0]
+        print(f"the free device memory holds {free // aggregate.peak_gpu_bytes} such workers (without --jobs, "
+              f"run assumes {STAGE_GPU_BYTES / 2**30:.0f} GiB a stage)")
+    return aggregate.img_per_s
 
 
 def _project(args: argparse.Namespace, grid: Any, one_rate: float, rate: float, records: Any) -> dict[str, Any]:
