@@ -19,7 +19,8 @@ shares > 0.01, §6.4) and the mask L1 is recorded (its negative is the model-lev
 The standard detection fields (:class:`DefenseResult`): ``model_score`` = the anomaly index without
 an exposure, −L1 of the exposed label's mask with one; ``label_scores`` = ``nc_label_scores`` (plain NC).
 The recovered trigger (mask, pattern and m·p) is returned as images, the paper's Fig. 7.
-Cost: (K or 1) × ≤ ``epochs`` × ⌈|D_d|/64⌉ forward+backward passes of 64 images.
+Cost: (K or 1) × ≤ ``epochs`` × ⌈|D_d|/64⌉ forward+backward passes of 64 images, the K labels run in
+lockstep with their batches stacked into one pass per step (each label's arithmetic unchanged).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class NeuralCleanse(Defense):
 
     def _inspect_all(self, model: nn.Module, ctx: MethodContext) -> tuple[dict, Trigger]:
         net = _frozen(model, ctx.device)
-        triggers = [self.reverse_engineer(net, t, ctx) for t in range(ctx.data.num_classes)]
+        triggers = self.reverse_engineer_all(net, list(range(ctx.data.num_classes)), ctx)
         l1 = [tr.l1 for tr in triggers]
         ai, scores, flagged = anomaly_index(l1, self.ai_threshold)
         label = flagged[0] if flagged else None
@@ -145,44 +146,80 @@ class NeuralCleanse(Defense):
 
     def reverse_engineer(self, net: nn.Module, label: int, ctx: MethodContext) -> Trigger:
         """NC's optimisation for one label on a frozen eval-mode ``net`` (seeded by the label)."""
-        gen = ctx.generator(salt=100 + label)
-        x_all, _ = defense_tensors(ctx)
-        h, w = x_all.shape[-2:]
-        mask_raw = _to_tanh_space(torch.rand(h, w, generator=gen, dtype=torch.float64)).to(ctx.device)
-        pattern_raw = _to_tanh_space(torch.rand(3, h, w, generator=gen, dtype=torch.float64)).to(ctx.device)
-        mask_raw.requires_grad_(True)
-        pattern_raw.requires_grad_(True)
-        opt = torch.optim.Adam([mask_raw, pattern_raw], lr=self.lr, betas=(0.5, 0.9))
-        x_dev = x_all.to(ctx.device)  # D_d uploaded once, not per step
-        schedule = _CostSchedule(self)
-        best: tuple[torch.Tensor, torch.Tensor, float] | None = None
-        epoch = 0
+        return self.reverse_engineer_all(net, [label], ctx)[0]
+
+    def reverse_engineer_all(self, net: nn.Module, labels: list[int], ctx: MethodContext) -> list[Trigger]:
+        """NC's optimisation for several labels in lockstep: each step stacks one batch per label into a
+        single forward and backward pass (one pass of K·64 images instead of K passes of 64, which is
+        what keeps a GPU busy). Every label keeps its own seeded initialisation, batch order, Adam
+        state, λ schedule and early stop, and its loss depends on its own mask and pattern only, so
+        its trigger is the one it would get alone."""
+        x_dev = defense_tensors(ctx)[0].to(ctx.device)  # D_d uploaded once, not per step
+        runs = [_LabelRun(self, label, ctx, x_dev.shape[-2:]) for label in labels]
         for epoch in range(1, self.epochs + 1):
-            accs, regs = [], []
-            for idx in batches(len(x_all), self.batch_size, gen):
-                idx = to_device(idx, ctx.device)
-                mask, pattern = _from_tanh_space(mask_raw), _from_tanh_space(pattern_raw)
-                x = normalize((1 - mask) * x_dev[idx] + mask * pattern)
-                logits = net(x)
-                target = torch.full((len(idx),), label, device=ctx.device)
-                reg = mask.abs().sum()
-                loss = F.cross_entropy(logits, target) + schedule.cost * reg
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                accs.append((logits.argmax(1) == target).float().mean().detach())
-                regs.append(reg.detach())
-            acc, reg = _epoch_mean(accs), _epoch_mean(regs)  # the epoch's one read from the device
-            if acc >= self.attack_succ_threshold and reg < schedule.reg_best:
-                best = (_from_tanh_space(mask_raw).detach(), _from_tanh_space(pattern_raw).detach(), acc)
-                schedule.reg_best = reg
-            if schedule.update(acc):
+            active = [run for run in runs if not run.stopped]
+            if not active:
                 break
-        if best is None:
-            best = (_from_tanh_space(mask_raw).detach(), _from_tanh_space(pattern_raw).detach(), acc)
-        mask, pattern, acc = best
-        return Trigger(label, mask.cpu().clamp(0, 1), pattern.cpu().clamp(0, 1), acc,
-                       schedule.reg_best < math.inf, epoch)
+            orders = [list(batches(len(x_dev), self.batch_size, run.gen)) for run in active]
+            for step in zip(*orders):
+                loss = torch.zeros((), device=ctx.device)
+                parts = [run.mixed(x_dev[to_device(idx, ctx.device)]) for run, idx in zip(active, step)]
+                logits = net(normalize(torch.cat(parts))).split([len(idx) for idx in step])
+                for run, chunk in zip(active, logits):
+                    loss = loss + run.loss(chunk)
+                for run in active:
+                    run.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for run in active:
+                    run.opt.step()
+            for run in active:
+                run.end_epoch(epoch)
+        return [run.trigger() for run in runs]
+
+
+class _LabelRun:
+    """One label's reverse-engineering state: mask and pattern (tanh space), Adam, λ schedule, best."""
+
+    def __init__(self, nc: NeuralCleanse, label: int, ctx: MethodContext, size: torch.Size) -> None:
+        self.label, self.gen = label, ctx.generator(salt=100 + label)
+        self.mask_raw = _to_tanh_space(torch.rand(*size, generator=self.gen, dtype=torch.float64)).to(ctx.device)
+        self.pattern_raw = _to_tanh_space(torch.rand(3, *size, generator=self.gen, dtype=torch.float64)).to(ctx.device)
+        self.mask_raw.requires_grad_(True)
+        self.pattern_raw.requires_grad_(True)
+        self.opt = torch.optim.Adam([self.mask_raw, self.pattern_raw], lr=nc.lr, betas=(0.5, 0.9))
+        self.nc, self.schedule = nc, _CostSchedule(nc)
+        self.accs: list[torch.Tensor] = []
+        self.regs: list[torch.Tensor] = []
+        self.best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self.acc, self.epochs, self.stopped = 0.0, 0, False
+
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        """x' = (1 − m)·x + m·p in pixel space."""
+        self.mask = _from_tanh_space(self.mask_raw)
+        return (1 - self.mask) * x + self.mask * _from_tanh_space(self.pattern_raw)
+
+    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """CE towards the label + λ‖m‖₁ for this step's batch; keeps the step's accuracy and ‖m‖₁ on the device."""
+        target = torch.full((len(logits),), self.label, device=logits.device)
+        reg = self.mask.abs().sum()
+        self.accs.append((logits.argmax(1) == target).float().mean().detach())
+        self.regs.append(reg.detach())
+        return F.cross_entropy(logits, target) + self.schedule.cost * reg
+
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch's one read from the device: keep the best trigger, advance λ, maybe stop."""
+        self.acc, reg = _epoch_mean(self.accs), _epoch_mean(self.regs)
+        self.accs, self.regs, self.epochs = [], [], epoch
+        if self.acc >= self.nc.attack_succ_threshold and reg < self.schedule.reg_best:
+            self.best = (_from_tanh_space(self.mask_raw).detach(), _from_tanh_space(self.pattern_raw).detach(), self.acc)
+            self.schedule.reg_best = reg
+        self.stopped = self.schedule.update(self.acc)
+
+    def trigger(self) -> Trigger:
+        mask, pattern, acc = self.best or (_from_tanh_space(self.mask_raw).detach(),
+                                           _from_tanh_space(self.pattern_raw).detach(), self.acc)
+        return Trigger(self.label, mask.cpu().clamp(0, 1), pattern.cpu().clamp(0, 1), acc,
+                       self.schedule.reg_best < math.inf, self.epochs)
 
 
 class _CostSchedule:

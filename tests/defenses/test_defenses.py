@@ -5,6 +5,7 @@ exactly when the bottom-right 3×3 patch is white, and otherwise the nearest of 
 prototypes (so reaching any other class needs a large change of the whole image).
 """
 
+import copy
 import math
 import statistics
 
@@ -130,6 +131,21 @@ def test_nc_recovers_the_planted_corner_trigger(toy, ctx):
     assert pattern.shape == (32, 32, 3) and pattern.min() >= 0 and pattern.max() <= 1
     assert pattern[-3:, -3:].mean() > 0.8  # the trigger is white
     assert f["nc_image_label"] == 0 and f["nc_seconds"] > 0
+
+
+def test_nc_labels_in_lockstep_get_the_triggers_they_get_alone(toy, ctx):
+    """One stacked forward pass per step for all labels: each label's own init, batch order, Adam, λ
+    schedule and early stop, so the same trigger as alone (epochs differ per label: early stop)."""
+    nc = NeuralCleanse(epochs=12, batch_size=16, patience=2, early_stop_patience=2)
+    net = copy.deepcopy(toy).eval().requires_grad_(False)
+    together = nc.reverse_engineer_all(net, [0, 1, 2], ctx)
+    for trigger in together:
+        alone = nc.reverse_engineer(net, trigger.label, ctx)
+        assert (trigger.label, trigger.epochs, trigger.success) == (alone.label, alone.epochs, alone.success)
+        torch.testing.assert_close(trigger.mask, alone.mask, rtol=0, atol=1e-6)
+        torch.testing.assert_close(trigger.pattern, alone.pattern, rtol=0, atol=1e-6)
+    # the labels stop at different epochs (early stop), and a stopped label is no longer stepped
+    assert min(t.epochs for t in together) < nc.epochs == max(t.epochs for t in together)
 
 
 def test_exposed_nc_runs_only_the_exposed_label_and_decides_on_the_exposure_statistic(toy, ctx):
