@@ -84,7 +84,8 @@ class Registry(Generic[T]):
         return entry.target  # type: ignore[return-value]
 
     def source(self, name: str) -> str:
-        """"builtin", or "plugin:<distribution>" (an unknown name raises :class:`UnknownNameError`)."""
+        """"builtin", "plugin:<distribution>", or the source a caller of :meth:`add` named (an unknown name
+        raises :class:`UnknownNameError`)."""
         if name not in self:
             raise UnknownNameError(self._unknown_message(name))
         entry = self._entries.get(name)

@@ -79,7 +79,7 @@ class WalksTheStack(Defense):
 
 for name, cls in (("cheat_lists_data_root", ListsDataRoot), ("cheat_imports_attacks", ImportsAttacks),
                   ("cheat_walks_the_stack", WalksTheStack)):
-    DEFENSES.add(name, cls)
+    DEFENSES.add(name, cls, source="tests")  # not built-ins: the catalog ignores them
 classes = {n: DEFENSES.get(n) for n in DEFENSES.names()}  # imports every defense module before arming
 # text defenses need text data and a text victim: tests/text/test_text_data_access.py runs the same tripwire on them
 names = [n for n, c in classes.items() if getattr(c, "domain", "image") == "image"]

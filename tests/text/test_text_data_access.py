@@ -28,7 +28,7 @@ class CheatReadsDataRoot(Defense):
         open(os.path.join(FORBIDDEN_ROOTS[0], "sst2", "test.tsv")).read()
         return DefenseResult(model)
 
-DEFENSES.add("cheat_reads_data_root", CheatReadsDataRoot)
+DEFENSES.add("cheat_reads_data_root", CheatReadsDataRoot, source="tests")  # not a built-in: the catalog ignores it
 import transformers
 from ebyd_bench.adapters.transformers_models import TextClassifier, minilm_path  # the harness side builds the victim
 from ebyd_bench.benchmark.text.common import TextDefenseData, TextMethodContext
