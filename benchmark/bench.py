@@ -236,6 +236,6 @@ def project_training(grid: Any, train_split: int, images_per_second: float, jobs
     models = len(grid.models())
     rest = train_split - grid.dataset.defense_size
     train_size = min(grid.dataset.train_subset or rest, rest)
-    seconds = models * grid.recipe.epochs * train_size / images_per_second
+    victim_seconds = grid.recipe.epochs * train_size / images_per_second
     return {"models": models, "epochs": grid.recipe.epochs, "train_images": train_size, "jobs": jobs,
-            "img_per_s": images_per_second, "hours": seconds / 3600}
+            "img_per_s": images_per_second, "victim_seconds": victim_seconds, "hours": models * victim_seconds / 3600}

@@ -327,10 +327,9 @@ def _project(args: argparse.Namespace, grid: Any, one_rate: float, rate: float, 
         from ebyd_bench.benchmark.grid.projection import project_grid
 
         measured = bench.method_seconds(records)
-        victim = 3600 * one["hours"] / one["models"]  # one victim's seconds in a worker of its own
-        in_pool = 3600 * at_jobs["hours"] / at_jobs["models"] * args.jobs  # ... in one of --jobs workers
-        whole = project_grid(grid, in_pool, measured, args.jobs)
-        whole["one_worker_hours"] = project_grid(grid, victim, measured)["one_worker_hours"]
+        # a victim in one of --jobs workers takes --jobs times as long as at the aggregate rate
+        whole = project_grid(grid, at_jobs["victim_seconds"] * args.jobs, measured, args.jobs)
+        whole["one_worker_hours"] = project_grid(grid, one["victim_seconds"], measured)["one_worker_hours"]
         out["whole_grid"] = whole
         missing = f"; not in those records (counted as 0): {', '.join(whole['not_measured'])}" \
             if whole["not_measured"] else ""
