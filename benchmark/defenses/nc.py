@@ -191,15 +191,17 @@ class _LabelRun:
         self.accs: list[torch.Tensor] = []
         self.regs: list[torch.Tensor] = []
         self.best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self.mask: torch.Tensor | None = None  # this step's m, set by mixed() and read by loss()
         self.acc, self.epochs, self.stopped = 0.0, 0, False
 
     def mixed(self, x: torch.Tensor) -> torch.Tensor:
-        """x' = (1 − m)·x + m·p in pixel space."""
+        """x' = (1 − m)·x + m·p in pixel space; keeps this step's m for :meth:`loss`."""
         self.mask = _from_tanh_space(self.mask_raw)
         return (1 - self.mask) * x + self.mask * _from_tanh_space(self.pattern_raw)
 
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
         """CE towards the label + λ‖m‖₁ for this step's batch; keeps the step's accuracy and ‖m‖₁ on the device."""
+        assert self.mask is not None, "mixed() builds the step's batch before loss()"
         target = torch.full((len(logits),), self.label, device=logits.device)
         reg = self.mask.abs().sum()
         self.accs.append((logits.argmax(1) == target).float().mean().detach())
