@@ -23,7 +23,11 @@ import dataclasses
 import errno
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -380,21 +384,45 @@ def _check_device(device: str) -> None:
         raise BenchmarkError(f"unknown device '{device}': use cpu, cuda or cuda:N")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: stop as Ctrl-C does."""
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """While the command runs, SIGTERM (``kill PID``, ``timeout``, a scheduler cancelling the job) raises
+    :class:`Terminated` in the driver, so its ``--jobs`` workers are stopped with it instead of training on
+    as orphans. Only the main thread can install a handler; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not print a traceback
     try:
-        if args.command == "ls":
-            return _cmd_ls(args.kind, args.name)
-        if args.command == "run":
-            return _cmd_run(args)
-        return args.handler(args)  # gallery, cache and the reporting subcommands
+        with _sigterm_stops_like_ctrl_c():
+            if args.command == "ls":
+                return _cmd_ls(args.kind, args.name)
+            if args.command == "run":
+                return _cmd_run(args)
+            return args.handler(args)  # gallery, cache and the reporting subcommands
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: workers are stopped; cached artifacts and records stay
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: workers are stopped; cached artifacts and records stay
         print("interrupted: what finished is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

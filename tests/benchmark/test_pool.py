@@ -1,4 +1,4 @@
-"""Concurrent stages (``--jobs``): the same records as one stage at a time, resume, and Ctrl-C.
+"""Concurrent stages (``--jobs``): the same records as one stage at a time, resume, Ctrl-C and SIGTERM.
 
 On CPU a stage's numbers depend on its intra-op thread count; the tests run with one thread per
 process (tests/conftest.py), so a --jobs 2 worker computes exactly what a --jobs 1 run does."""
@@ -45,8 +45,11 @@ def test_two_jobs_give_the_records_of_one_and_resume(tiny_grid, seeded_cache, da
     assert "0 cells run, 4 resumed, 0 poisoned models trained" in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_every_worker_and_a_rerun_resumes_to_the_same_records(tiny_grid, seeded_cache, data_root,
-                                                                           tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupt_stops_every_worker_and_a_rerun_resumes_to_the_same_records(how, tiny_grid, seeded_cache,
+                                                                                 data_root, tmp_path):
+    """Ctrl-C signals the driver and its workers; SIGTERM (``kill PID``, ``timeout``, a scheduler) only the
+    driver, which must stop its workers itself rather than leave them training as orphans."""
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ebyd_bench", "run", str(TINY), "--out", str(out), "--cache-dir",
                str(seeded_cache), "--data-root", str(data_root), "--jobs", "2"]
@@ -59,12 +62,38 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes_to_the_same_records(tiny_
     while not (out / "run.log").exists() or "stage train" not in (out / "run.log").read_text():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the driver and its workers
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the driver and its workers
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == {"ctrl-c": 130, "sigterm": 143}[how], err[-2000:]
     assert "run the same command again to resume" in err
+    left = _still_running(proc.pid)  # the session started with the driver: its workers too
+    for pid in left:  # so that a failure here leaves no orphan training on
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
     assert run(out, seeded_cache, data_root, "--jobs", "2") == 0
     assert metrics(out) == metrics(tiny_grid)
+
+
+def _still_running(session: int, wait_s: float = 15.0) -> list[int]:
+    """Processes of ``session`` (Linux /proc) that have not exited within ``wait_s`` (zombies count as gone)."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs Linux /proc to list a session's processes")
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, _, _, sid = stat.read_text().rsplit(")", 1)[1].split()[:4]
+            except OSError:  # exited while listed
+                continue
+            if int(sid) == session and state != "Z":
+                alive.append(int(stat.parent.name))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def test_ray_executor_gives_the_records_of_the_local_one(tiny_grid, seeded_cache, data_root, tmp_path, capsys):
