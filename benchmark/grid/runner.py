@@ -39,6 +39,10 @@ from ebyd_bench.results import CellRecord, ResultStore, load_results
 
 log = logging.getLogger(__name__)
 
+# Below this ASR before any defense a victim's backdoor counts as not implanted (e.g. Adv under random
+# crops, docs/methods.md §3.3-6): the run warns, since every defense would look perfect on it.
+WEAK_BACKDOOR_ASR = 0.5
+
 #: bump when training, splitting or poisoning code changes results: it enters every model key
 HARNESS_VERSION = "1"
 #: the stage kinds whose outputs are cached, and their cache folders
@@ -302,7 +306,12 @@ class StageRunner:
     def _before_metrics(self, model_key: str, model: nn.Module, attack: Any) -> dict[str, float]:
         """Metrics of the undefended model, computed once per run (for deviations)."""
         if model_key not in self._before:
-            self._before[model_key] = self.domain.evaluate(model, attack)
+            before = self.domain.evaluate(model, attack)
+            if not attack.is_clean and before.get("asr") is not None and before["asr"] < WEAK_BACKDOOR_ASR:
+                log.warning("victim %s (model %s) has ASR %.1f %% before any defense: its backdoor was not "
+                            "implanted, so a defense's ASR on it measures nothing", attack.name, model_key[:12],
+                            100 * before["asr"])
+            self._before[model_key] = before
         return self._before[model_key]
 
     def _diagnostic_sweep(self, alternatives: list, attack: Any) -> list[dict[str, Any]]:

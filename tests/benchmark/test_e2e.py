@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from ebyd_bench.benchmark.grid.runner import WEAK_BACKDOOR_ASR
 from ebyd_bench.cli import main
 from ebyd_bench.results.schema import SCHEMA_VERSION, CellRecord
 
@@ -54,6 +55,16 @@ def test_grid_writes_one_record_per_cell(first_run):
     assert {(r["attack"], r["defense"]) for r in recs} == {(a, d) for a in ("badnets", "blend") for d in ("none", "rp")}
     for name in ("leaderboard.html", "leaderboard.tex", "run.log", "summary.json", "config.yaml"):
         assert (out / name).exists(), name
+
+
+def test_the_log_flags_exactly_the_victims_whose_backdoor_did_not_take(first_run):
+    """A defense's ASR on a victim that never learned its trigger measures nothing, so the run warns,
+    once per victim, for those below the threshold and for no other."""
+    _, _, out, _ = first_run
+    log = (out / "run.log").read_text()
+    for attack in ("badnets", "blend"):
+        asr = next(r["asr_before"] for r in records(out) if r["attack"] == attack)
+        assert log.count(f"victim {attack} (model") == int(asr < WEAK_BACKDOOR_ASR), (attack, asr)
 
 
 def test_rp_records_a_diagnostic_sweep_that_matches_its_own_choice(first_run):
