@@ -307,7 +307,7 @@ class StageRunner:
         """Metrics of the undefended model, computed once per run (for deviations)."""
         if model_key not in self._before:
             before = self.domain.evaluate(model, attack)
-            if not attack.is_clean and before.get("asr") is not None and before["asr"] < WEAK_BACKDOOR_ASR:
+            if before["asr"] is not None and before["asr"] < WEAK_BACKDOOR_ASR:  # None: the clean control
                 log.warning("victim %s (model %s) has ASR %.1f %% before any defense: its backdoor was not "
                             "implanted, so a defense's ASR on it measures nothing", attack.name, model_key[:12],
                             100 * before["asr"])
