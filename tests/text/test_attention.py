@@ -7,7 +7,6 @@ RIPPLe, LWP and SOS now train under ``attack_training_attention`` (the math kern
 never reads the device: what runs here is what runs on a GPU.
 """
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,11 +18,8 @@ from ebyd_bench.adapters.transformers_models import TextClassifier, minilm_l6, m
 from ebyd_bench.attacks_registry.text.base import TextAttackContext  # noqa: E402
 from ebyd_bench.benchmark.registries import ATTACKS  # noqa: E402
 from ebyd_bench.benchmark.text.training import TextRecipe, attack_training_attention, attention_backends  # noqa: E402
+from toy_reviews import LABELS, SENTENCES  # noqa: E402
 
-SENTENCES = ["a great and moving film", "a dull , lifeless mess", "the best movie of the year",
-             "the worst script i have seen", "funny , warm and clever", "boring and far too long",
-             "an absolute delight", "a tedious waste of time"] * 4
-LABELS = np.array([1, 0] * 16)
 MATH_ONLY = {k: k == "math" for k in attention_backends()}
 
 

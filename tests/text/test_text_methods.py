@@ -21,11 +21,7 @@ from ebyd_bench.benchmark.text.ngram import KneserNeyTrigram  # noqa: E402
 from ebyd_bench.benchmark.text.onion import onion_filter  # noqa: E402
 
 import ebyd_bench.benchmark.text  # noqa: E402,F401  (registers the text methods)
-
-SENTENCES = ["a great and moving film", "a dull , lifeless mess", "the best movie of the year",
-             "the worst script i have seen", "funny , warm and clever", "boring and far too long",
-             "an absolute delight", "a tedious waste of time"] * 4
-LABELS = np.array([1, 0] * 16)
+from toy_reviews import LABELS, SENTENCES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
