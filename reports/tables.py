@@ -9,7 +9,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ebyd_bench.results.schema import BEFORE_FIELDS, EXPOSURE_NUMBERS, METRIC_FIELDS, RECORD_FIELDS
+from ebyd_bench.results.schema import (BEFORE_FIELDS, EXPOSURE_NUMBERS, METRIC_FIELDS, RECORD_FIELDS,
+                                       WEAK_BACKDOOR_ASR)
 from ebyd_bench.results.store import with_exposure_labels
 
 NO_DEFENSE = "No defense"
@@ -41,6 +42,8 @@ FLAGS = (
          "was returned unpruned"),
     Flag("all_pruned", "‡", r"\ddag", "every unit was pruned"),
     Flag("chance", "§", r"\S", "clean accuracy at chance level, within 5 points of 1/classes: a degenerate model"),
+    Flag("not_implanted", "¶", r"\P", f"the victim's ASR before any defense is below {100 * WEAK_BACKDOOR_ASR:.0f} %: "
+         "its backdoor was not implanted, so a defense's ASR on it measures nothing"),
 )
 #: classes of the built-in datasets, for the chance level (another dataset: the length of a record's
 #: ``label_scores``, else no chance mark)
@@ -48,11 +51,12 @@ DATASET_CLASSES = {"cifar10": 10, "sst2": 2, "imdb": 2, "agnews": 4, "twitter": 
 CHANCE_MARGIN = 0.05
 
 
-def record_flags(info: Any, ca: Any, classes: int | None) -> str:
+def record_flags(info: Any, ca: Any, classes: int | None, asr_before: Any = None) -> str:
     """The degenerate outcomes of one record as comma-joined :data:`FLAGS` codes ("" when none): a
     ``<prefix>_infeasible`` defense field set (RP, ANP or FP returned the model unpruned), a
     ``<prefix>_pruned`` count equal to its ``<prefix>_masks_total``/``<prefix>_units`` (every unit pruned),
-    or a clean accuracy within :data:`CHANCE_MARGIN` of 1 / ``classes``."""
+    a clean accuracy within :data:`CHANCE_MARGIN` of 1 / ``classes``, or a victim whose ``asr_before`` is
+    below :data:`~ebyd_bench.results.schema.WEAK_BACKDOOR_ASR` (None/NaN for a clean control: no mark)."""
     info = info if isinstance(info, dict) else {}
     found = set()
     if any(k.endswith("_infeasible") and v is True for k, v in info.items()):
@@ -63,14 +67,20 @@ def record_flags(info: Any, ca: Any, classes: int | None) -> str:
             total = next((info[t] for t in (f"{prefix}_masks_total", f"{prefix}_units") if _count(info.get(t))), None)
             if total and pruned >= total:
                 found.add("all_pruned")
-    if classes and isinstance(ca, (int, float)) and not isinstance(ca, bool) and not math.isnan(ca) \
-            and ca <= 1.0 / classes + CHANCE_MARGIN:
+    if classes and _number(ca) and ca <= 1.0 / classes + CHANCE_MARGIN:
         found.add("chance")
+    if _number(asr_before) and asr_before < WEAK_BACKDOOR_ASR:
+        found.add("not_implanted")
     return ",".join(f.code for f in FLAGS if f.code in found)
 
 
 def _count(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _number(value: Any) -> bool:
+    """A real number, not a bool and not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def flags_of(codes: Any) -> list[Flag]:
@@ -152,8 +162,8 @@ def normalize(records: pd.DataFrame) -> pd.DataFrame:
     df["method"] = [method_label(e, d) for e, d in zip(exposures, names)]
     df["wall_s"] = df["timings"].map(wall_seconds)
     classes = dataset_classes(df)
-    df["degenerate"] = [record_flags(info, ca, classes.get(d))
-                   for info, ca, d in zip(df["defense_info"], df["ca"], df["dataset"])]
+    df["degenerate"] = [record_flags(info, ca, classes.get(d), before)
+                        for info, ca, d, before in zip(df["defense_info"], df["ca"], df["dataset"], df["asr_before"])]
     return df
 
 

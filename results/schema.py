@@ -27,6 +27,10 @@ SCHEMA_VERSION = 2
 #: the modalities a record's ``domain`` names today (one grid domain each; a new modality adds one)
 DOMAINS = ("image", "text")
 
+#: below this ``asr_before`` a victim's backdoor counts as not implanted (e.g. Adv under random crops,
+#: docs/methods.md §3.3-6): the run warns and every table marks the cell, since any defense looks perfect on it
+WEAK_BACKDOOR_ASR = 0.5
+
 
 @dataclass(kw_only=True)
 class CellRecord:

@@ -623,6 +623,27 @@ def test_tables_mark_degenerate_defenses_in_every_format(tmp_path: Path) -> None
     assert r"\textsuperscript{\dag}" in paper and r"\textsuperscript{\ddag\S}" in paper and "every unit" in paper
 
 
+def test_tables_mark_every_cell_of_a_victim_whose_backdoor_was_not_implanted(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from ebyd_bench.reports import render_leaderboard, tables
+    from ebyd_bench.results.schema import WEAK_BACKDOOR_ASR, CellRecord
+
+    none, _, _, fp = _flagged_records()
+    weak = WEAK_BACKDOOR_ASR - 0.01  # e.g. Adv under random crops: the grid was never learned
+    weak_none = {**none, "attack": "adv", "cell_key": "e" * 64, "asr": weak, "asr_before": weak}
+    weak_fp = {**fp, "attack": "adv", "cell_key": "f" * 64, "asr": 0.01, "asr_before": weak}
+    at_bar = {**fp, "cell_key": "9" * 64, "asr_before": WEAK_BACKDOOR_ASR}
+    clean = {**fp, "attack": "none", "cell_key": "8" * 64, "asr": None, "asr_before": None}
+    records = pd.DataFrame([CellRecord.from_dict(r).to_dict() for r in (none, weak_none, weak_fp, at_bar, clean)])
+    df = tables.normalize(records)
+    assert list(df["degenerate"]) == ["", "not_implanted", "not_implanted", "", ""]
+    md = render_leaderboard(records, tmp_path, figures=False)["md"].read_text()
+    assert f"| 80.0 / {100 * weak:.1f} ¶ |" in md and "| 75.0 / 1.0 ¶ |" in md
+    assert "¶ the victim's ASR before any defense is below 50 %" in md
+    assert md.count("¶") == 3  # two cells and the footnote
+
+
 def test_tables_without_degenerate_records_show_no_marks(tmp_path: Path) -> None:
     import pandas as pd
 

@@ -36,12 +36,9 @@ from ebyd_bench.benchmark.metrics import backdoor_exposure_metric, input_filter_
 from ebyd_bench.benchmark.provenance import provenance
 from ebyd_bench.benchmark.registries import DOMAINS
 from ebyd_bench.results import CellRecord, ResultStore, load_results
+from ebyd_bench.results.schema import WEAK_BACKDOOR_ASR
 
 log = logging.getLogger(__name__)
-
-# Below this ASR before any defense a victim's backdoor counts as not implanted (e.g. Adv under random
-# crops, docs/methods.md §3.3-6): the run warns, since every defense would look perfect on it.
-WEAK_BACKDOOR_ASR = 0.5
 
 #: bump when training, splitting or poisoning code changes results: it enters every model key
 HARNESS_VERSION = "1"

@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 
-from ebyd_bench.benchmark.grid.runner import WEAK_BACKDOOR_ASR
 from ebyd_bench.cli import main
-from ebyd_bench.results.schema import SCHEMA_VERSION, CellRecord
+from ebyd_bench.results.schema import SCHEMA_VERSION, WEAK_BACKDOOR_ASR, CellRecord
 
 pytestmark = pytest.mark.e2e
 
