@@ -19,8 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .fields import AUROC_SUFFIX, FLAG_SUFFIX, LABEL_SUFFIX, flatten
-from .render import is_flag, is_number
-from .tables import CLEAN_ATTACK, attack_order, is_missing
+from .tables import CLEAN_ATTACK, attack_order, is_flag, is_missing, is_number
 
 COLUMNS = ["dataset", "model", "attack", "method", "seed", "task", "measure", "value"]
 TASKS = {"label": "label detection (hit rate)", "model": "model flagged (rate)", "sample": "sample detection (AUROC)"}

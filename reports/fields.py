@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .render import is_flag, is_number
+from .tables import is_flag, is_number
 
 #: final name part of fields compared by `ebyd-bench compare` and shown as detection scores
 SCORE_SUFFIX = re.compile(r"(?:^|[_.])(auroc|auc|acc|accuracy|asr|ca|cacc|score|index|dr|rate|bem|der|ftr|f1)$")

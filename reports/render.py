@@ -7,18 +7,16 @@ leaderboard, the paper tables and the site agree digit for digit.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 
 from ebyd_bench.benchmark.io import atomic_write_text
 
-from .tables import is_ebyd
+from .tables import is_ebyd, is_number
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 _TEX_SPECIAL = {
@@ -43,16 +41,6 @@ def _greek(char: str) -> str:
 def tex_escape(value: Any) -> str:
     """Escape LaTeX special characters in one pass (so inserted backslashes are not re-escaped)."""
     return _TEX_RE.sub(lambda m: _TEX_SPECIAL.get(m.group(0)) or _greek(m.group(0)), str(value))
-
-
-def is_flag(value: Any) -> bool:
-    """A Python or numpy bool."""
-    return isinstance(value, (bool, np.bool_))
-
-
-def is_number(value: Any) -> bool:
-    """A real number, possibly infinite (not a bool, None or NaN); numpy scalars included."""
-    return isinstance(value, numbers.Real) and not is_flag(value) and not math.isnan(value)
 
 
 def fmt(value: Any, missing: str, signed: bool = False, digits: int = 2) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -67,9 +68,9 @@ def record_flags(info: Any, ca: Any, classes: int | None, asr_before: Any = None
             total = next((info[t] for t in (f"{prefix}_masks_total", f"{prefix}_units") if _count(info.get(t))), None)
             if total and pruned >= total:
                 found.add("all_pruned")
-    if classes and _number(ca) and ca <= 1.0 / classes + CHANCE_MARGIN:
+    if classes and is_number(ca) and ca <= 1.0 / classes + CHANCE_MARGIN:
         found.add("chance")
-    if _number(asr_before) and asr_before < WEAK_BACKDOOR_ASR:
+    if is_number(asr_before) and asr_before < WEAK_BACKDOOR_ASR:
         found.add("not_implanted")
     return ",".join(f.code for f in FLAGS if f.code in found)
 
@@ -78,9 +79,14 @@ def _count(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _number(value: Any) -> bool:
-    """A real number, not a bool and not NaN."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+def is_flag(value: Any) -> bool:
+    """A Python or numpy bool."""
+    return isinstance(value, (bool, np.bool_))
+
+
+def is_number(value: Any) -> bool:
+    """A real number, possibly infinite (not a bool, None or NaN); numpy scalars included."""
+    return isinstance(value, numbers.Real) and not is_flag(value) and not math.isnan(value)
 
 
 def flags_of(codes: Any) -> list[Flag]:
